@@ -53,5 +53,9 @@ def demo() -> None:
         raise typer.Exit(code=1)
 
 
+# Sub-command groups register below, one line each (e.g. `app.add_typer(data_app, name="data")`).
+# --- sub-commands ---
+
+
 if __name__ == "__main__":
     app()
