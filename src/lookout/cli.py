@@ -55,6 +55,11 @@ def demo() -> None:
 
 # Sub-command groups register below, one line each (e.g. `app.add_typer(data_app, name="data")`).
 # --- sub-commands ---
+app.add_typer(__import__("lookout.eval.cli", fromlist=["eval_app"]).eval_app, name="eval")
+app.add_typer(__import__("lookout.models.cli", fromlist=["models_app"]).models_app, name="models")
+app.add_typer(__import__("lookout.train.data_cli", fromlist=["data_app"]).data_app, name="data")
+app.add_typer(__import__("lookout.sim.cli", fromlist=["app"]).app, name="sim")
+app.command(name="train")(__import__("lookout.train.cli", fromlist=["train"]).train)
 
 
 if __name__ == "__main__":

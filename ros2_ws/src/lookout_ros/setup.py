@@ -20,6 +20,10 @@ setup(
     license="AGPL-3.0-or-later",
     entry_points={
         # Nodes register here as they land (detector_node, agent_node, sim_node).
-        "console_scripts": [],
+        "console_scripts": [
+            "detector_node = lookout_ros.detector_node:main",
+            "sim_node = lookout_ros.sim_node:main",
+            "agent_node = lookout_ros.agent_node:main",
+        ],
     },
 )

@@ -1,0 +1,46 @@
+"""Untrusted command text: cleaning, truncation, and the `stop` words answered without the model.
+
+Text from the command topic may be anything (control characters, megabytes, other languages,
+instructions aimed at the model). It is only ever *data* for the prompt: cleaned here, planned
+under the grammar, validated. `stop` must work even while the model is busy, so the plain stop
+words are recognised here and never wait for a plan.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+_STOP_WORDS = ("stop", "halt", "freeze", "abort", "cancel", "stay", "emergency stop", "stopp", "arrête", "arrete",
+               "para", "alto", "basta", "止まれ", "停止", "停")
+_FILLER = r"(?:please|now|right now|it|that|moving|everything|the robot|robot|immediately|at once|stop)"
+_STOP_RE = re.compile(
+    rf"^(?:{_FILLER}\s+)*(?:{'|'.join(map(re.escape, _STOP_WORDS))})(?:\s+{_FILLER})*$"
+)
+
+
+@dataclass(frozen=True)
+class CleanCommand:
+    text: str
+    truncated: bool
+    original_chars: int
+
+
+def sanitize_command(text: str, max_chars: int) -> CleanCommand:
+    """NFKC-normalise, turn control/format characters into spaces, collapse spaces, truncate."""
+    raw = text if isinstance(text, str) else str(text)
+    norm = unicodedata.normalize("NFKC", raw[: max_chars * 4])  # bound the work on huge inputs
+    chars = [" " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else c for c in norm]
+    clean = re.sub(r"\s+", " ", "".join(chars)).strip()
+    truncated = len(clean) > max_chars or len(raw) > max_chars * 4
+    if len(clean) > max_chars:
+        clean = clean[:max_chars].rstrip()
+    return CleanCommand(text=clean, truncated=truncated, original_chars=len(raw))
+
+
+def is_stop_command(text: str) -> bool:
+    """True for plain stop requests ("stop", "Stop!", "please stop now", "halt"), not "stop at the door"."""
+    words = re.sub(r"[^\w\s]", " ", text.casefold())
+    words = re.sub(r"\s+", " ", words).strip()
+    return bool(words) and _STOP_RE.match(words) is not None

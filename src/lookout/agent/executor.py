@@ -1,0 +1,465 @@
+"""The executor: runs a validated plan step by step, closed-loop on detections and odometry.
+
+Call `observe_detections` / `observe_odometry` as data arrives and `tick(now)` at the control rate;
+each tick returns the velocity to send, the state, progress feedback and, at the end, whether the
+plan succeeded and what to tell the user. A step succeeds only on evidence (the target seen over
+several frames, the stop distance measured, the odometry showing the turn or move done); each step
+has a timeout that ends in an honest failure. Every command passes the `SafetyGuard` (clamp,
+e-stop, watchdog). Time is passed in, so tests drive it with scripted clocks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lookout.agent.camera import CameraModel, object_height_prior
+from lookout.agent.capabilities import Capabilities
+from lookout.agent.config import AgentConfig
+from lookout.agent.motion import STOP, Odometry, Velocity, wrap_angle
+from lookout.agent.plan import PlanBase, Step
+from lookout.agent.safety import SafetyGuard
+from lookout.perception.types import Detection, DetectionResult
+
+IDLE, EXECUTING, SUCCEEDED, FAILED, CANCELLED, ESTOPPED = (
+    "idle", "executing", "succeeded", "failed", "cancelled", "estopped")
+_ODOMETRY_STEPS = ("turn", "move", "come_back")
+_PERCEPTION_STEPS = ("search", "approach", "report")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    step_index: int = 0
+    step_count: int = 0
+    step: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutorOutput:
+    cmd: Velocity
+    state: str
+    feedback: Feedback
+    done: bool = False  # the plan has ended (succeeded, failed, cancelled or e-stopped)
+    success: bool = False  # only from perception or odometry evidence
+    reply: str = ""  # what to tell the user when done
+
+
+@dataclass
+class _Frame:
+    seq: int
+    received: float
+    result: DetectionResult
+    depths: Sequence[float | None] | None
+
+
+@dataclass
+class _StepRun:
+    """Per-step working state, reset when a step starts."""
+
+    started: float
+    deadline: float | None = None
+    consecutive: int = 0
+    last_frame_seq: int = -1
+    lost_since: float | None = None
+    frames: list[bool] = field(default_factory=list)
+    start_pose: Odometry | None = None
+    prev_yaw: float | None = None
+    turned: float = 0.0  # accumulated yaw change (rad)
+
+
+def _article(phrase: str) -> str:
+    return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+def _step_text(step: Step) -> str:
+    return step.describe()
+
+
+class Executor:
+    """State machine over a plan's steps; thread-safe (callbacks and the control timer share it)."""
+
+    def __init__(self, cfg: AgentConfig, caps: Capabilities) -> None:
+        self.cfg = cfg
+        self.caps = caps
+        self.camera = CameraModel.from_config(cfg.camera)
+        self.guard = SafetyGuard(caps.limits, cfg.watchdog)
+        self._lock = threading.RLock()
+        self.state = IDLE
+        self.plan: PlanBase | None = None
+        self.index = 0
+        self.run: _StepRun | None = None
+        self.origin: Odometry | None = None
+        self.frames_seq = 0
+        self.frame: _Frame | None = None
+        self.odom: Odometry | None = None
+        self.odom_received: float | None = None
+        self.done_messages: list[str] = []
+        self.answers: list[str] = []
+        self.message = ""
+        self.reply = ""
+        self.success = False
+        self.last_cmd = STOP
+
+    # --- inputs ------------------------------------------------------------------------------
+    def observe_detections(self, result: DetectionResult, now: float,
+                           depths: Sequence[float | None] | None = None) -> None:
+        """A new camera frame's detections (`depths[i]` in m for detection i, if a depth camera has it)."""
+        with self._lock:
+            self.frames_seq += 1
+            self.frame = _Frame(self.frames_seq, now, result, depths)
+
+    def observe_odometry(self, odom: Odometry, now: float) -> None:
+        with self._lock:
+            self.odom = odom
+            self.odom_received = now
+
+    def set_estop(self, engaged: bool, now: float) -> ExecutorOutput:
+        """Engage: stop at once and end the plan. Release: back to idle (the old plan does not resume)."""
+        with self._lock:
+            self.guard.set_estop(engaged)
+            if engaged and self.state == EXECUTING:
+                self._finish(ESTOPPED, False, "Emergency stop: I stopped and dropped the plan.")
+            elif engaged:
+                self.state = ESTOPPED
+            elif self.state == ESTOPPED:
+                self.state = IDLE
+            self.last_cmd = STOP
+            return self._output(STOP)
+
+    # --- plan lifecycle ----------------------------------------------------------------------
+    def start(self, plan: PlanBase, now: float) -> ExecutorOutput:
+        """Begin `plan` (already validated), cancelling any plan in progress."""
+        with self._lock:
+            if self.state == EXECUTING:
+                self._finish(CANCELLED, False, "Cancelled by a new command.")
+            self.plan = plan
+            self.index = 0
+            self.done_messages, self.answers = [], []
+            self.success, self.reply, self.message = False, "", ""
+            self.origin = self.odom if self._odom_fresh(now) else None
+            if self.guard.estopped:
+                self.state = EXECUTING
+                self._finish(ESTOPPED, False, "The emergency stop is engaged: I am not moving.")
+                return self._output(STOP)
+            if not plan.steps:
+                self.state = EXECUTING
+                self._finish(SUCCEEDED if not plan.declined else FAILED, not plan.declined, plan.reply)
+                return self._output(STOP)
+            self.state = EXECUTING
+            self._begin_step(now)
+            return self._output(STOP)
+
+    def cancel(self, now: float, reason: str = "Cancelled.") -> ExecutorOutput:
+        """Stop now; the plan ends as cancelled (zero velocity is the returned command)."""
+        with self._lock:
+            if self.state == EXECUTING:
+                self._finish(CANCELLED, False, reason)
+            self.last_cmd = STOP
+            return self._output(STOP)
+
+    def _finish(self, state: str, success: bool, reason: str) -> None:
+        self.state = state
+        self.success = success
+        self.message = reason
+        self.run = None
+        parts: list[str] = []
+        if success:
+            if self.done_messages:
+                parts.append("Done: I " + _join(self.done_messages) + ".")
+            parts.extend(self.answers)
+            if not parts:
+                parts.append(reason)
+        else:
+            parts.append(reason)
+            parts.extend(self.answers)
+        self.reply = " ".join(p for p in parts if p)
+
+    # --- the control tick ----------------------------------------------------------------------
+    def tick(self, now: float) -> ExecutorOutput:
+        with self._lock:
+            if self.guard.estopped:
+                if self.state == EXECUTING:
+                    self._finish(ESTOPPED, False, "Emergency stop: I stopped and dropped the plan.")
+                self.last_cmd = STOP
+                return self._output(STOP, message="emergency stop engaged")
+            if self.state != EXECUTING or self.plan is None or self.run is None:
+                self.last_cmd = STOP
+                return self._output(STOP)
+            step = self.plan.steps[self.index]
+            if self.run.deadline is not None and now > self.run.deadline:
+                self._finish(FAILED, False, self._timeout_text(step, now))
+                self.last_cmd = STOP
+                return self._output(STOP)
+            handler = getattr(self, f"_step_{step.action}")
+            cmd, status, text = handler(step, now)
+            if status == "done":
+                if text and step.action != "report":
+                    self.done_messages.append(text)
+                if step.action == "stop":
+                    self._finish(SUCCEEDED, True, "Stopped.")
+                    cmd = STOP
+                else:
+                    self.index += 1
+                    if self.index >= len(self.plan.steps):
+                        self._finish(SUCCEEDED, True, "Done.")
+                    else:
+                        self._begin_step(now)
+                    cmd = STOP
+            elif status == "failed":
+                self._finish(FAILED, False, text)
+                cmd = STOP
+            else:
+                self.message = text
+            needs_odom = step.action in _ODOMETRY_STEPS
+            needs_det = step.action in _PERCEPTION_STEPS
+            safe, why = self.guard.filter(cmd, now, last_detections=self._frame_time(),
+                                          last_odometry=self.odom_received,
+                                          needs_detections=needs_det, needs_odometry=needs_odom)
+            if why and self.state == EXECUTING:
+                self.message = why
+            self.last_cmd = safe
+            return self._output(safe)
+
+    def _output(self, cmd: Velocity, message: str | None = None) -> ExecutorOutput:
+        steps = self.plan.steps if self.plan is not None else []
+        idx = min(self.index, max(len(steps) - 1, 0))
+        fb = Feedback(step_index=idx if steps else 0, step_count=len(steps),
+                      step=_step_text(steps[idx]) if steps else "", message=message or self.message)
+        done = self.state in (SUCCEEDED, FAILED, CANCELLED, ESTOPPED)
+        return ExecutorOutput(cmd=cmd, state=self.state, feedback=fb, done=done, success=self.success and done,
+                              reply=self.reply if done else "")
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _frame_time(self) -> float | None:
+        return self.frame.received if self.frame is not None else None
+
+    def _odom_fresh(self, now: float) -> bool:
+        return self.odom is not None and self.odom_received is not None and \
+            now - self.odom_received <= self.cfg.watchdog.odometry_s
+
+    def _begin_step(self, now: float) -> None:
+        assert self.plan is not None
+        step = self.plan.steps[self.index]
+        run = _StepRun(started=now)
+        t, lim = self.cfg.timeouts, self.caps.limits
+        a = step.action
+        if a == "search":
+            run.deadline = now + t.search_s
+        elif a == "approach":
+            run.deadline = now + t.approach_s
+        elif a == "report":
+            run.deadline = now + 2 * t.report_s
+        elif a == "turn":
+            nominal = abs(math.radians(step.degrees)) / lim.max_angular_speed
+            run.deadline = now + t.motion_base_s + t.motion_factor * nominal
+        elif a == "move":
+            nominal = abs(step.meters) / lim.max_linear_speed
+            run.deadline = now + t.motion_base_s + t.motion_factor * nominal
+        elif a == "wait":
+            run.deadline = now + step.seconds + t.motion_base_s
+        elif a == "come_back":
+            dist = 0.0
+            if self.origin is not None and self.odom is not None:
+                dist = math.hypot(self.origin.x - self.odom.x, self.origin.y - self.odom.y)
+            nominal = dist / lim.max_linear_speed + 2 * math.pi / lim.max_angular_speed
+            run.deadline = now + t.motion_base_s + t.motion_factor * nominal
+        run.last_frame_seq = self.frame.seq if self.frame is not None else -1
+        self.run = run
+        self.message = f"starting {_step_text(step)}"
+
+    def _timeout_text(self, step: Step, now: float) -> str:
+        assert self.run is not None
+        took = now - self.run.started
+        target = step.target_phrase()
+        if step.action == "search":
+            return f"I did not find {_article(target)} {target} within {took:.0f} s."
+        if step.action == "approach":
+            return f"I could not reach the {target} within {took:.0f} s."
+        return f"The step {_step_text(step)} timed out after {took:.0f} s."
+
+    def _new_frames(self) -> _Frame | None:
+        """The latest frame if it arrived since the step last looked, else None."""
+        assert self.run is not None
+        if self.frame is None or self.frame.seq == self.run.last_frame_seq:
+            return None
+        self.run.last_frame_seq = self.frame.seq
+        return self.frame
+
+    def _best(self, frame: _Frame, phrase: str) -> tuple[Detection, float | None] | None:
+        best: tuple[Detection, float | None] | None = None
+        for i, det in enumerate(frame.result.detections):
+            if det.phrase != phrase or det.score < self.cfg.perception.min_score:
+                continue
+            if best is None or det.score > best[0].score:
+                depth = None
+                if frame.depths is not None and i < len(frame.depths):
+                    d = frame.depths[i]
+                    depth = d if d is not None and math.isfinite(d) and d > 0 else None
+                best = (det, depth)
+        return best
+
+    def _frame_fresh(self, now: float) -> bool:
+        return self.frame is not None and now - self.frame.received <= self.cfg.watchdog.detections_s
+
+    def _rotation_progress(self) -> None:
+        """Accumulate yaw change from odometry (handles turns beyond 180 degrees)."""
+        assert self.run is not None
+        if self.odom is None:
+            return
+        if self.run.prev_yaw is not None:
+            self.run.turned += wrap_angle(self.odom.yaw - self.run.prev_yaw)
+        self.run.prev_yaw = self.odom.yaw
+
+    def _speed(self, value: float, lo: float, hi: float) -> float:
+        mag = min(max(abs(value), lo), hi)
+        return math.copysign(mag, value)
+
+    # --- step handlers: (step, now) -> (velocity, 'running'|'done'|'failed', text) -------------
+    def _step_search(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        run, per, ctl = self.run, self.cfg.perception, self.cfg.control
+        assert run is not None
+        self._rotation_progress()
+        frame = self._new_frames()
+        if frame is not None:
+            seen = self._best(frame, step.target)
+            run.consecutive = run.consecutive + 1 if seen else 0
+            if run.consecutive >= per.confirm_frames:
+                return STOP, "done", f"found the {step.target}"
+        if abs(run.turned) > 2 * math.pi * 1.1:
+            return STOP, "failed", (f"I turned all the way around and did not see {_article(step.target)} "
+                                    f"{step.target}.")
+        latest = self._best(self.frame, step.target) if self.frame is not None and run.consecutive > 0 else None
+        if latest is not None:
+            det, _ = latest
+            res = self.frame.result
+            bearing = self.camera.bearing(det, res.image_width, res.image_height)
+            return Velocity(0.0, ctl.yaw_gain * bearing), "running", f"seeing the {step.target}, confirming"
+        return Velocity(0.0, ctl.search_angular_speed), "running", f"looking for the {step.target}"
+
+    def _step_approach(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        run, ctl, per = self.run, self.cfg.control, self.cfg.perception
+        assert run is not None
+        seen = self._best(self.frame, step.target) if self._frame_fresh(now) else None
+        if seen is None:
+            run.lost_since = run.lost_since if run.lost_since is not None else now
+            run.consecutive = 0
+            if now - run.lost_since > self.cfg.timeouts.lost_target_s:
+                return STOP, "failed", f"I lost sight of the {step.target}."
+            return STOP, "running", f"the {step.target} is out of view"
+        run.lost_since = None
+        det, depth = seen
+        res = self.frame.result
+        bearing = self.camera.bearing(det, res.image_width, res.image_height)
+        if depth is not None:
+            distance = depth
+        else:
+            distance = self.camera.distance_from_height(det, res.image_width, res.image_height,
+                                                        object_height_prior(step.target, per))
+        error = distance - step.stop_distance_m
+        frame = self._new_frames()
+        if error <= ctl.distance_tolerance_m:
+            if frame is not None:
+                run.consecutive += 1
+            if run.consecutive >= 2:
+                return STOP, "done", f"reached the {step.target} ({distance:.2f} m away)"
+            return Velocity(0.0, ctl.yaw_gain * bearing), "running", f"at the {step.target}, confirming"
+        if frame is not None:
+            run.consecutive = 0
+        angular = ctl.yaw_gain * bearing
+        if abs(bearing) > ctl.align_before_drive_rad:
+            return Velocity(0.0, angular), "running", f"turning towards the {step.target}"
+        linear = self._speed(ctl.distance_gain * error, ctl.min_linear_speed, ctl.approach_linear_speed)
+        linear *= max(math.cos(bearing), 0.0)
+        return Velocity(linear, angular), "running", f"approaching the {step.target}: {distance:.2f} m"
+
+    def _step_turn(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        run, ctl = self.run, self.cfg.control
+        assert run is not None
+        if self.odom is None:
+            if now - run.started > self.cfg.watchdog.odometry_s:
+                return STOP, "failed", f"I can't turn {step.degrees} degrees: no odometry to measure it."
+            return STOP, "running", "waiting for odometry"
+        self._rotation_progress()
+        error = math.radians(step.degrees) - run.turned
+        if abs(error) <= math.radians(ctl.turn_tolerance_deg):
+            return STOP, "done", f"turned {step.degrees} degrees"
+        angular = self._speed(ctl.turn_gain * error, ctl.min_angular_speed, self.caps.limits.max_angular_speed)
+        return Velocity(0.0, angular), "running", f"turning: {math.degrees(error):.0f} degrees to go"
+
+    def _step_move(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        run, ctl = self.run, self.cfg.control
+        assert run is not None
+        if self.odom is None:
+            if now - run.started > self.cfg.watchdog.odometry_s:
+                return STOP, "failed", f"I can't move {step.meters:g} m: no odometry to measure it."
+            return STOP, "running", "waiting for odometry"
+        if run.start_pose is None:
+            run.start_pose = self.odom
+        p0, p = run.start_pose, self.odom
+        progress = (p.x - p0.x) * math.cos(p0.yaw) + (p.y - p0.y) * math.sin(p0.yaw)
+        error = step.meters - progress
+        if abs(error) <= ctl.move_tolerance_m:
+            return STOP, "done", f"moved {step.meters:g} m"
+        linear = self._speed(ctl.move_gain * error, ctl.min_linear_speed, self.caps.limits.max_linear_speed)
+        angular = ctl.turn_gain * wrap_angle(p0.yaw - p.yaw)
+        return Velocity(linear, angular), "running", f"moving: {error:.2f} m to go"
+
+    def _step_wait(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        assert self.run is not None
+        if now - self.run.started >= step.seconds:
+            return STOP, "done", f"waited {step.seconds:g} s"
+        return STOP, "running", f"waiting {step.seconds - (now - self.run.started):.1f} s"
+
+    def _step_report(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        run, per = self.run, self.cfg.perception
+        assert run is not None
+        frame = self._new_frames()
+        if frame is not None:
+            run.frames.append(self._best(frame, step.target) is not None)
+        n = len(run.frames)
+        if n >= per.report_frames or (n > 0 and now - run.started > self.cfg.timeouts.report_s):
+            seen = sum(run.frames) * 2 >= n
+            answer = (f"Yes, I can see the {step.target}." if seen
+                      else f"No, I don't see {_article(step.target)} {step.target}.")
+            self.answers.append(answer)
+            return STOP, "done", answer
+        if n == 0 and now - run.started > self.cfg.timeouts.report_s:
+            return STOP, "failed", f"I can't tell whether I see the {step.target}: no camera images arrived."
+        return STOP, "running", f"looking for the {step.target}"
+
+    def _step_come_back(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        run, ctl, lim = self.run, self.cfg.control, self.caps.limits
+        assert run is not None
+        if self.origin is None:
+            return STOP, "failed", "I can't come back: there was no odometry when the command started."
+        if self.odom is None:
+            return STOP, "running", "waiting for odometry"
+        o, p = self.origin, self.odom
+        dx, dy = o.x - p.x, o.y - p.y
+        dist = math.hypot(dx, dy)
+        if dist <= ctl.come_back_tolerance_m:
+            yaw_err = wrap_angle(o.yaw - p.yaw)
+            if abs(yaw_err) <= math.radians(ctl.turn_tolerance_deg) * 2:
+                return STOP, "done", "came back"
+            ang = self._speed(ctl.turn_gain * yaw_err, ctl.min_angular_speed, lim.max_angular_speed)
+            return Velocity(0.0, ang), "running", "back at the start, turning to the original heading"
+        heading_err = wrap_angle(math.atan2(dy, dx) - p.yaw)
+        angular = ctl.turn_gain * heading_err
+        if abs(heading_err) > ctl.align_before_drive_rad:
+            ang = self._speed(angular, ctl.min_angular_speed, lim.max_angular_speed)
+            return Velocity(0.0, ang), "running", "turning towards the start"
+        linear = self._speed(ctl.move_gain * dist, ctl.min_linear_speed, lim.max_linear_speed)
+        return Velocity(linear, angular), "running", f"coming back: {dist:.2f} m to go"
+
+    def _step_stop(self, step: Any, now: float) -> tuple[Velocity, str, str]:
+        return STOP, "done", "stopped"
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

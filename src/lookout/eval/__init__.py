@@ -1,0 +1,1 @@
+"""Evaluation of Lookout's models on held-out data (`lookout eval ...`)."""

@@ -1,0 +1,65 @@
+"""`lookout models ...`: build the tiny models, verify a profile's files, rewrite a checksum manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+models_app = typer.Typer(help="Model files: build the tiny models, check profiles.", no_args_is_help=True)
+build_app = typer.Typer(help="Build models this project trains itself.", no_args_is_help=True)
+models_app.add_typer(build_app, name="build")
+
+
+@build_app.command("tiny")
+def build_tiny_cmd(
+    seed: int = typer.Option(0, help="Dataset, tokenizer and training are all drawn from this seed."),
+    out: Path | None = typer.Option(None, help="Output folder (default models/tiny)."),
+    work: Path | None = typer.Option(None, help="Scratch folder for the dataset and runs (default runs/tiny-build)."),
+    steps: int | None = typer.Option(None, min=1, help="Training steps of the agent base (default: the recipe's)."),
+    n_train: int = typer.Option(12000, "--n-train", min=1),
+    n_val: int = typer.Option(400, "--n-val", min=1),
+    n_test: int = typer.Option(800, "--n-test", min=1),
+    adapter: bool = typer.Option(True, help="Train the QLoRA adapter when the trainer is available."),
+    detector: bool = typer.Option(True, help="Build the tiny detector when its builder is available."),
+) -> None:
+    """Rebuild models/tiny from the seed (dataset -> tokenizer -> agent base -> adapter -> manifest)."""
+    from lookout.models.tiny_build import build_tiny
+
+    result = build_tiny(out, seed=seed, work_dir=work, steps=steps, adapter=adapter, detector=detector,
+                        dataset_sizes={"train": n_train, "val": n_val, "test": n_test}, log=typer.echo)
+    typer.echo(f"done: {result.out_dir} ({result.total_bytes / 1e6:.1f} MB)")
+
+
+@models_app.command("verify")
+def verify(profile: str = typer.Argument("tiny", help="Profile name in models/registry.yaml.")) -> None:
+    """Check that a profile's files exist and match their checksums; say how to get what is missing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lookout.models.registry import ModelFileError, RegistryError, load_profile
+
+    table = Table(title=f"profile {profile}")
+    for col in ("part", "status", "files"):
+        table.add_column(col)
+    ok = True
+    for part in ("agent", "detector"):
+        try:
+            p = load_profile(profile, parts=(part,))
+            files = p.agent if part == "agent" else p.detector
+            table.add_row(part, "[green]ok[/green]", str(files))
+        except (ModelFileError, RegistryError) as exc:
+            ok = False
+            table.add_row(part, "[red]missing or corrupt[/red]", str(exc))
+    Console().print(table)
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+@models_app.command("manifest")
+def manifest(folder: Path = typer.Argument(Path("models/tiny"), help="Folder to checksum.")) -> None:
+    """Rewrite FOLDER/MANIFEST.sha256 after adding a model file there (e.g. a newly built detector)."""
+    from lookout.models.registry import resolve, write_manifest
+
+    path = write_manifest(resolve(str(folder)))
+    typer.echo(f"wrote {path}")

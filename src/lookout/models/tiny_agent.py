@@ -1,0 +1,229 @@
+"""The tiny agent base model: a few-million-parameter Llama trained from scratch on the dataset, on a CPU.
+
+It is a plain `LlamaForCausalLM` saved with `save_pretrained` (safetensors), so the planner loads
+it like Llama 3.2 (in 4-bit or not) and the QLoRA trainer can put an adapter on it. The loop is
+plain PyTorch with the loss on assistant tokens only. Every row begins with the same system
+prompt (most of its tokens), so each step runs that prefix once and lets every row of the batch
+attend to its keys and values (gradients flow through the shared prefix): the same loss as
+running each row in full, at a third of the cost.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TinyAgentConfig:
+    """Shape and training settings; the defaults build the committed models/tiny/agent-base."""
+
+    vocab_size: int = 3072
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+    steps: int = 900
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 40
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 1  # small matmuls: a second thread gains little, and loses badly on a busy machine
+
+    def llama_config(self, tokenizer: Any) -> Any:
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, max_position_embeddings=self.max_position_embeddings,
+            rope_theta=self.rope_theta, tie_word_embeddings=True, hidden_act="silu", rms_norm_eps=1e-5,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, architectures=["LlamaForCausalLM"],
+        )
+
+
+@dataclass
+class EncodedRows:
+    """Token ids of the shared prefix and, per row, the rest with labels on assistant tokens."""
+
+    prefix: list[int]
+    rest: list[list[int]]
+    labels: list[list[int]]
+
+    @property
+    def n_label_tokens(self) -> int:
+        return sum(sum(1 for x in lab if x != IGNORE_INDEX) for lab in self.labels)
+
+
+def encode_rows(tokenizer: Any, rows: list[dict[str, Any]]) -> EncodedRows:
+    """Tokenize with the chat template; split off the system-prompt prefix every row shares."""
+    prefix: list[int] | None = None
+    rest, labels = [], []
+    for row in rows:
+        enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        if prefix is None:
+            eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+            prefix = ids[: ids.index(eot) + 1]
+        if ids[: len(prefix)] != prefix:
+            raise ValueError("every row must start with the same system prompt (rows from different robots?)")
+        rest.append(ids[len(prefix):])
+        labels.append([i if m else IGNORE_INDEX for i, m in zip(ids[len(prefix):], mask[len(prefix):], strict=True)])
+    if prefix is None:
+        raise ValueError("no rows to encode")
+    return EncodedRows(prefix, rest, labels)
+
+
+def batches(data: EncodedRows, batch_size: int, seed: int) -> Any:
+    """Endless shuffled batches; rows of similar length share a batch (less padding)."""
+    rng = random.Random(seed)
+    order = list(range(len(data.rest)))
+    while True:
+        rng.shuffle(order)
+        chunk = batch_size * 32
+        for start in range(0, len(order), chunk):
+            block = sorted(order[start:start + chunk], key=lambda i: len(data.rest[i]))
+            groups = [block[i:i + batch_size] for i in range(0, len(block), batch_size)]
+            rng.shuffle(groups)
+            yield from groups
+
+
+def collate(data: EncodedRows, index: list[int], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(data.rest[i]) for i in index)
+    ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(index), width), IGNORE_INDEX, dtype=torch.long)
+    for row, i in enumerate(index):
+        ids[row, : len(data.rest[i])] = torch.tensor(data.rest[i])
+        labels[row, : len(data.labels[i])] = torch.tensor(data.labels[i])
+    return ids, labels
+
+
+def prefix_shared_loss(model: Any, prefix: Any, ids: Any, labels: Any) -> Any:
+    """Mean cross-entropy on labelled tokens, running the shared prefix once for the whole batch."""
+    import torch
+    import torch.nn.functional as F
+
+    out = model.model(input_ids=prefix, use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(ids.shape[0])
+    p = prefix.shape[1]
+    positions = torch.arange(p, p + ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
+    hidden = model.model(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True).last_hidden_state
+    # hidden[:, t] predicts ids[:, t + 1]; the first rest token (a header) is never labelled.
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def full_sequence_loss(model: Any, prefix: Any, ids: Any, labels: Any) -> Any:
+    """The same loss computed the plain way (each row in full); the reference for tests."""
+    import torch
+    import torch.nn.functional as F
+
+    full = torch.cat([prefix.expand(ids.shape[0], -1), ids], dim=1)
+    hidden = model.model(input_ids=full).last_hidden_state[:, prefix.shape[1]:]
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    seconds: float
+    tokens_per_s: float
+    final_loss: float
+    losses: list[float] = field(default_factory=list)
+    n_params: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def lr_at(step: int, cfg: TinyAgentConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_tiny_agent(rows: list[dict[str, Any]], tokenizer: Any, cfg: TinyAgentConfig | None = None,
+                     show_progress: bool = True) -> tuple[Any, TrainStats]:
+    """Train a LlamaForCausalLM from scratch on the rows; returns the model (eval mode) and stats."""
+    import torch
+
+    cfg = cfg or TinyAgentConfig()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(rows, tokenizer, cfg, show_progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(rows: list[dict[str, Any]], tokenizer: Any, cfg: TinyAgentConfig, show_progress: bool
+           ) -> tuple[Any, TrainStats]:
+    import torch
+    from tqdm import tqdm
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    data = encode_rows(tokenizer, rows)
+    model = LlamaForCausalLM(cfg.llama_config(tokenizer))
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    prefix = torch.tensor(data.prefix).unsqueeze(0)
+    stream = batches(data, cfg.batch_size, cfg.seed)
+    losses: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="training tiny agent", unit="step", disable=not show_progress)
+    for step in bar:
+        ids, labels = collate(data, next(stream), tokenizer.pad_token_id)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = prefix_shared_loss(model, prefix, ids, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        tokens += int(ids.numel()) + prefix.shape[1]
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.4f}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    stats = TrainStats(cfg.steps, seconds, tokens / seconds, sum(losses[-20:]) / len(losses[-20:]), losses,
+                       n_params, asdict(cfg))
+    return model, stats
+
+
+def save_agent_base(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
+    """save_pretrained (safetensors) with the tokenizer and a generation config that stops at <|eot_id|>."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))

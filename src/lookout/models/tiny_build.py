@@ -1,0 +1,229 @@
+"""`lookout models build tiny` (= `make models`): rebuild models/tiny from a seed, step by step.
+
+Steps: generate the dataset, train the tokenizer, train the agent base model (CPU, minutes), then
+the optional steps whose code lives elsewhere: the QLoRA adapter (runs when the project's trainer,
+`lookout.train.pipeline`, is importable) and the tiny detector (runs when its builder,
+`lookout.perception.tiny_detector.build_tiny_detector`, exists). Last, the checksum manifest, a
+README with the exact command, and build.json with what was measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lookout.models.registry import MANIFEST_NAME, write_manifest
+from lookout.paths import models_dir, repo_root
+
+BUILD_INFO = "build.json"
+SIZE_LIMIT_BYTES = 20 * 1024 * 1024  # everything under models/tiny, committed to git
+DATASET_SIZES = {"train": 12000, "val": 400, "test": 800}
+
+
+def tiny_dir() -> Path:
+    return models_dir() / "tiny"
+
+
+def read_build_info(folder: Path | None = None) -> dict[str, Any] | None:
+    path = (folder or tiny_dir()) / BUILD_INFO
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # done, skipped
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    steps: list[StepResult] = field(default_factory=list)
+    total_bytes: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _optional(module: str, attr: str) -> Callable[..., Any] | None:
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: str | Path | None = None,
+               steps: int | None = None, dataset_sizes: dict[str, int] | None = None, adapter: bool = True,
+               detector: bool = True, show_progress: bool = True, log: Callable[[str], None] = print,
+               config: Any = None) -> BuildResult:
+    """Rebuild the tiny models into `out_dir` (default models/tiny) from `seed` (`config`: a TinyAgentConfig)."""
+    import torch
+
+    from lookout.agent.capabilities import Capabilities
+    from lookout.models.tiny_agent import TinyAgentConfig, save_agent_base, train_tiny_agent
+    from lookout.models.tiny_tokenizer import conversation_texts, train_tokenizer
+    from lookout.train.data_gen import generate_dataset, load_rows
+
+    out = Path(out_dir) if out_dir else tiny_dir()
+    work = Path(work_dir) if work_dir else repo_root() / "runs" / "tiny-build"
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = {**DATASET_SIZES, **(dataset_sizes or {})}
+    cfg = config or TinyAgentConfig()
+    cfg.seed = seed
+    if steps:
+        cfg.steps = steps
+    caps = Capabilities.default()
+    result = BuildResult(out)
+    t_all = time.perf_counter()
+
+    def step(name: str, t0: float, detail: str = "", status: str = "done") -> None:
+        result.steps.append(StepResult(name, status, time.perf_counter() - t0, detail))
+        log(f"[{name}] {status} in {time.perf_counter() - t0:.1f} s{': ' + detail if detail else ''}")
+
+    t0 = time.perf_counter()
+    info = generate_dataset(work / "data", seed=seed, sizes=sizes, caps=caps, show_progress=show_progress)
+    train_rows = load_rows(info.files["train"])
+    step("dataset", t0, ", ".join(f"{k} {v}" for k, v in info.counts.items()) + f" rows in {work / 'data'}")
+
+    t0 = time.perf_counter()
+    tokenizer = train_tokenizer(conversation_texts(train_rows), vocab_size=cfg.vocab_size)
+    step("tokenizer", t0, f"byte-level BPE, {len(tokenizer)} tokens")
+
+    t0 = time.perf_counter()
+    model, stats = train_tiny_agent(train_rows, tokenizer, cfg, show_progress=show_progress)
+    base_dir = out / "agent-base"
+    if base_dir.exists():
+        shutil.rmtree(base_dir)
+    save_agent_base(model, tokenizer, base_dir)
+    step("agent-base", t0, f"{stats.n_params / 1e6:.2f} M parameters, {stats.steps} steps, final loss "
+         f"{stats.final_loss:.4f}, {stats.tokens_per_s:.0f} tokens/s, torch threads {cfg.threads}")
+
+    adapter_info: dict[str, Any] = {"status": "skipped"}
+    t0 = time.perf_counter()
+    run_adapter = _optional("lookout.train.pipeline", "run") if adapter else None
+    if run_adapter is None:
+        step("agent-adapter", t0, "the QLoRA trainer (lookout.train.pipeline) is not available" if adapter
+             else "--no-adapter", status="skipped")
+    else:
+        adapter_info = build_adapter(run_adapter, base_dir, info.files["train"], out / "agent-adapter", work, seed)
+        step("agent-adapter", t0, adapter_info.get("detail", ""), status=adapter_info["status"])
+
+    t0 = time.perf_counter()
+    build_detector = _optional("lookout.perception.tiny_detector", "build_tiny_detector") if detector else None
+    if build_detector is None:
+        step("detector", t0, "no tiny detector builder (lookout.perception.tiny_detector) yet" if detector
+             else "--no-detector", status="skipped")
+    else:
+        build_detector(out / "detector.pt", seed=seed)
+        step("detector", t0, str(out / "detector.pt"))
+
+    build = {
+        "command": build_command(seed, steps, sizes),
+        "seed": seed,
+        "dataset_sizes": sizes,
+        "dataset_sha256": {s: _sha(info.files[s]) for s in ("train", "val", "test")},
+        "tokenizer_tokens": len(tokenizer),
+        "agent_base": {"config": asdict(cfg), "n_params": stats.n_params, "final_loss": round(stats.final_loss, 5),
+                       "train_seconds": round(stats.seconds, 1), "tokens_per_s": round(stats.tokens_per_s),
+                       "loss_every_50_steps": [round(x, 4) for x in stats.losses[::50]]},
+        "agent_adapter": {k: v for k, v in adapter_info.items() if k != "detail"},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()
+                    or platform.machine(), "torch_threads": cfg.threads},
+        "steps": [asdict(s) for s in result.steps],
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+    }
+    (out / BUILD_INFO).write_text(json.dumps(build, indent=2) + "\n")
+    (out / "README.md").write_text(readme(build))
+    write_manifest(out)
+    result.total_bytes = folder_bytes(out)
+    result.info = build
+    log(f"models/tiny: {result.total_bytes / 1e6:.1f} MB in {build['total_seconds']} s "
+        f"(limit {SIZE_LIMIT_BYTES / 1e6:.0f} MB); manifest {out / MANIFEST_NAME}")
+    if result.total_bytes > SIZE_LIMIT_BYTES:
+        raise RuntimeError(f"{out} holds {result.total_bytes / 1e6:.1f} MB, over the {SIZE_LIMIT_BYTES / 1e6:.0f} MB "
+                           "limit for committed models: shrink the model")
+    return result
+
+
+def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, adapter_dir: Path, work: Path,
+                  seed: int) -> dict[str, Any]:
+    """QLoRA adapter on the 4-bit tiny base with the project's trainer (a short run on the CPU)."""
+    from lookout.train.config import TrainConfig
+
+    cfg = TrainConfig(seed=seed, max_steps=60)
+    run_dir = work / "adapter-run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    summary = run(base_dir, train_file, run_dir, cfg)
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    adapter_dir.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, adapter_dir / name)
+    return {"status": "done", "detail": f"trainer summary: {summary}", "max_steps": cfg.max_steps}
+
+
+def _sha(path: Path) -> str:
+    from lookout.models.registry import sha256_file
+
+    return sha256_file(path)
+
+
+def build_command(seed: int, steps: int | None, sizes: dict[str, int]) -> str:
+    cmd = f"lookout models build tiny --seed {seed}"
+    if steps:
+        cmd += f" --steps {steps}"
+    if sizes != DATASET_SIZES:
+        cmd += f" --n-train {sizes['train']} --n-val {sizes['val']} --n-test {sizes['test']}"
+    return cmd
+
+
+def readme(build: dict[str, Any]) -> str:
+    base = build["agent_base"]
+    c = base["config"]
+    lines = [
+        "# models/tiny",
+        "",
+        "Small models Lookout trains itself, so tests, CI and the demo run offline. Rebuild all of it with",
+        "",
+        "```",
+        f"make models   # = scripts/run.sh {build['command']}",
+        "```",
+        "",
+        "and check the files with `sha256sum -c MANIFEST.sha256` (from this folder) or `lookout models verify tiny`.",
+        "",
+        "| file | what |",
+        "|---|---|",
+        f"| agent-base/ | LlamaForCausalLM, {base['n_params'] / 1e6:.2f} M parameters (hidden {c['hidden_size']}, "
+        f"{c['num_hidden_layers']} layers, {c['num_attention_heads']} heads, {c['num_key_value_heads']} KV heads, "
+        f"intermediate {c['intermediate_size']}, tied embeddings), trained from scratch for {c['steps']} steps "
+        f"(batch {c['batch_size']}, lr {c['lr']}) on the dataset's train split; byte-level BPE tokenizer "
+        f"({build['tokenizer_tokens']} tokens) with Llama 3's special tokens and chat template |",
+        f"| agent-adapter/ | QLoRA adapter from `lookout train` on the 4-bit base: {build['agent_adapter']['status']} |",
+        "| detector.pt | tiny YOLO-World detector (built by its own step; see build.json) |",
+        "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
+        "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
+        "",
+        f"Dataset: seed {build['seed']}, rows {build['dataset_sizes']} (`lookout data generate`).",
+        f"Last build: {build['total_seconds']} s on {build['machine']['cpu']} with torch "
+        f"{build['machine']['torch']} ({build['machine']['torch_threads']} threads); final train loss "
+        f"{base['final_loss']}.",
+        "",
+        "Weights depend on the floating-point order of the machine's kernels, so a rebuild elsewhere gives",
+        "equivalent but not byte-identical weights; the dataset and the tokenizer are byte-identical for a seed.",
+        "",
+    ]
+    return "\n".join(lines)

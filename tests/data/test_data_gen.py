@@ -1,0 +1,335 @@
+"""The robot-command dataset: valid canonical plans, honest held-out splits, coherent follow-ups."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from lookout.agent.capabilities import Capabilities, Limits
+from lookout.agent.plan import parse_plan
+from lookout.agent.prompt import system_prompt
+from lookout.train import vocab
+from lookout.train.data_gen import SPLITS, generate_dataset, heldout_templates, load_rows, words_of
+from lookout.train.phrasings import FIXED_TURNS_HELDOUT, POOLS
+
+SIZES = {"train": 2500, "val": 200, "test": 500}
+DECLINE_CATEGORIES = {"pickup", "open", "climb", "fly", "unknown", "shell", "inject", "harm", "unclear", "speed",
+                      "limit_move", "limit_turn", "limit_wait", "limit_stop_distance", "limit_compound"}
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[dict]]]:
+    out = tmp_path_factory.mktemp("dataset")
+    generate_dataset(out, seed=7, sizes=SIZES, show_progress=False)
+    return out, {s: load_rows(out / f"{s}.jsonl") for s in SPLITS}
+
+
+CAPS = Capabilities.default()
+
+
+def _assistant_plans(row: dict) -> list:
+    return [parse_plan(m["content"], CAPS) for m in row["messages"] if m["role"] == "assistant"]
+
+
+def _user_texts(rows: list[dict]) -> list[str]:
+    return [m["content"] for r in rows for m in r["messages"] if m["role"] == "user"]
+
+
+def test_same_seed_writes_identical_files_and_another_seed_differs(tmp_path: Path, dataset) -> None:
+    out, _ = dataset
+    again = tmp_path / "again"
+    generate_dataset(again, seed=7, sizes=SIZES, show_progress=False)
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "README.md"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    other = tmp_path / "other"
+    generate_dataset(other, seed=8, sizes={"train": 50, "val": 10, "test": 10}, show_progress=False)
+    first = [json.loads(x) for x in (other / "train.jsonl").read_text().splitlines()]
+    mine = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()[:50]]
+    assert [r["messages"] for r in first] != [r["messages"] for r in mine]
+
+
+def test_every_row_is_a_chat_whose_assistant_messages_are_canonical_plans(dataset) -> None:
+    _, rows = dataset
+    system = system_prompt(Capabilities.default())
+    for split in SPLITS:
+        assert len(rows[split]) == SIZES[split]
+        for row in rows[split]:
+            messages = row["messages"]
+            assert messages[0] == {"role": "system", "content": system}
+            roles = [m["role"] for m in messages[1:]]
+            assert roles == ["user", "assistant"] * (len(roles) // 2) and len(roles) == 2 * row["meta"]["turns"]
+            for m in messages[1:]:
+                if m["role"] == "assistant":
+                    plan = parse_plan(m["content"], CAPS)
+                    assert plan.to_json() == m["content"], "assistant text must be exactly make_plan(...).to_json()"
+                    assert len(plan.reply) <= 200 and '"' not in plan.reply
+                else:
+                    assert m["content"].strip(), "empty user message"
+
+
+def test_heldout_colour_object_pairs_never_reach_train_or_val(dataset) -> None:
+    _, rows = dataset
+    heldout = {f"{c} {n}" for c, n in vocab.choose_heldout_combos(7)}
+    sim = {f"{c} {n}" for c, n in vocab.sim_combos()}
+    assert heldout and not heldout & sim, "simulator objects must never be held out"
+    mentions_heldout = re.compile(r"\b(" + "|".join(re.escape(h) for h in sorted(heldout)) + r")\b")
+    for split in ("train", "val"):
+        for row in rows[split]:
+            phrases = {p for plan in _assistant_plans(row) for p in plan.phrases}
+            assert not phrases & heldout, (split, phrases & heldout)
+            assert not row["meta"]["heldout_combo"]
+            text = " ".join(m["content"].lower() for m in row["messages"][1:])
+            assert not mentions_heldout.search(text), text
+    flagged = [r for r in rows["test"] if r["meta"]["heldout_combo"]]
+    assert len(flagged) > 0.3 * len(rows["test"])
+    for row in flagged:
+        assert set(row["meta"]["combos"]) & heldout
+    used = {c for r in flagged for c in r["meta"]["combos"]} & heldout
+    assert len(used) > 0.6 * len(heldout), "the test split should exercise most held-out pairs"
+
+
+def test_heldout_phrasings_are_test_only_and_made_of_training_words(dataset) -> None:
+    _, rows = dataset
+    held_ids = {POOLS[name].template_id(t) for name, pool in POOLS.items() for t in pool.heldout}
+    held_ids |= {f"fixed_turn:{t}" for t in FIXED_TURNS_HELDOUT}
+    for split in ("train", "val"):
+        for row in rows[split]:
+            assert not set(row["meta"]["templates"]) & held_ids
+            assert not row["meta"]["heldout_phrasing"]
+    test_used = {t for r in rows["test"] for t in r["meta"]["templates"]}
+    assert len(test_used & held_ids) > 0.6 * len(held_ids)
+    train_words = set().union(*(words_of(t) for t in _user_texts(rows["train"])))
+    for name, templates in heldout_templates().items():
+        if name == "unclear":  # gibberish and foreign words: not understanding them is the point
+            continue
+        for template in templates:
+            words = words_of(re.sub(r"\{\w+\}", " ", template))
+            missing = words - train_words
+            assert not missing, f"held-out phrasing {name}: {template!r} uses words never seen in train: {missing}"
+
+
+def test_every_training_phrasing_is_used_in_train(dataset) -> None:
+    _, rows = dataset
+    used = Counter(t for r in rows["train"] for t in r["meta"]["templates"])
+    main_pools = ["search", "goto", "goto_distance", "fetch", "turn_left", "turn_right", "move_forward", "move_back",
+                  "wait", "report", "come_back", "stop", "colour_swap", "opener", "connector"]
+    for name in main_pools:
+        for template in POOLS[name].train:
+            assert used[POOLS[name].template_id(template)] >= 1, f"{name}: {template!r} never used in train"
+
+
+def test_simulator_objects_are_well_covered_in_train(dataset) -> None:
+    _, rows = dataset
+    phrases = Counter(p for r in rows["train"] for plan in _assistant_plans(r) for p in plan.phrases)
+    for colour, shape in vocab.sim_combos():
+        assert phrases[f"{colour} {shape}"] >= 10, f"{colour} {shape} seen {phrases[f'{colour} {shape}']} times"
+
+
+SMALL = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())} | {w: 10 * i for i, w in enumerate(
+    "- - twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "-"}
+
+
+def _words_to_int(text: str) -> int:
+    """An independent reading of English number words ('a hundred and thirty-five' -> 135)."""
+    total = 0
+    for word in re.split(r"[ -]+", text.strip()):
+        if word == "hundred":
+            total = max(total, 1) * 100
+        elif word in SMALL:
+            total += SMALL[word]
+        elif word == "a":
+            total += 1
+    return total
+
+
+def test_numbers_and_units_in_the_text_match_the_plan(dataset) -> None:
+    """Spoken quantities (digits or words, m/cm, degrees, quarter turns) decode to the plan's numbers."""
+    _, rows = dataset
+    checked = Counter()
+    for row in rows["train"]:
+        if row["meta"]["category"] not in ("move", "turn", "goto_distance") or row["meta"]["turns"] != 1:
+            continue
+        user = row["messages"][1]["content"].lower()
+        plan = parse_plan(row["messages"][2]["content"], CAPS)
+        step = plan.steps[-1].model_dump()
+        if "stop_distance_m" in step:
+            step["meters"] = step["stop_distance_m"]
+        if "meters" in step:
+            m = re.search(r"(\d+(?:\.\d+)?) ?(cm|centimet|m\b|met)", user)
+            if m:
+                value = float(m.group(1)) / (100 if m.group(2).startswith("c") else 1)
+                assert abs(abs(step["meters"]) - value) < 1e-9, (user, step)
+                checked["digits"] += 1
+            elif "half a m" in user:
+                assert abs(step["meters"]) == 0.5, (user, step)
+                checked["half"] += 1
+        if "degrees" in step:
+            m = re.search(r"(\d+) ?deg", user)
+            if m:
+                assert abs(step["degrees"]) == int(m.group(1)), (user, step)
+                checked["degrees"] += 1
+            elif "quarter" in user:
+                assert abs(step["degrees"]) == 90, (user, step)
+                checked["quarter"] += 1
+            elif "turn around" in user or "u-turn" in user:
+                assert step["degrees"] == 180, (user, step)
+                checked["around"] += 1
+            else:
+                said = re.search(r"((?:(?:a|and|hundred|" + "|".join(SMALL) + r")[ -])+)degrees", user)
+                if said:
+                    assert abs(step["degrees"]) == _words_to_int(said.group(1)), (user, step)
+                    checked["words"] += 1
+            user = re.sub(r"right (away|now|there)", "", user)
+            if re.search(r"\bright\b|\bclockwise", user) and "counter" not in user:
+                assert step["degrees"] < 0, (user, step)
+            elif re.search(r"\bleft\b|counter|anticlockwise", user):
+                assert step["degrees"] > 0, (user, step)
+    assert min(checked[k] for k in ("digits", "degrees", "quarter", "around", "words")) >= 3 and checked["half"], checked
+
+
+def test_declines_say_why_and_have_no_steps(dataset) -> None:
+    _, rows = dataset
+    caps = Capabilities.default()
+    seen = Counter()
+    for row in rows["train"]:
+        category = row["meta"]["category"]
+        plan = _assistant_plans(row)[0]
+        if category in DECLINE_CATEGORIES:
+            seen[category] += 1
+            assert plan.declined and not plan.steps and not plan.phrases and plan.reply.startswith("Sorry")
+        if category == "limit_move":
+            assert f"{caps.limits.max_move_m:g} m" in plan.reply
+        if category == "limit_turn":
+            assert f"{caps.limits.max_turn_deg} degrees" in plan.reply
+        if category == "pickup":
+            assert "arm" in plan.reply
+        if category == "shell":
+            assert "commands" in plan.reply
+        if category == "inject_prefix" and not plan.declined:
+            assert plan.steps, "a command behind an injection prefix is still planned, within limits"
+    assert set(seen) == DECLINE_CATEGORIES
+
+
+def test_adversarial_commands_get_safe_answers(dataset) -> None:
+    _, rows = dataset
+    caps = Capabilities.default()
+    for row in rows["train"] + rows["test"]:
+        for user, asst in zip(row["messages"][1::2], row["messages"][2::2], strict=True):
+            text = user["content"].lower()
+            plan = parse_plan(asst["content"], CAPS)
+            if "rm -rf" in text or "m/s" in text or "meters per second" in text:
+                assert plan.declined and not plan.steps, text
+            for step in plan.steps:
+                data = step.model_dump()
+                assert abs(data.get("meters", 0)) <= caps.limits.max_move_m
+                assert abs(data.get("degrees", 0)) <= caps.limits.max_turn_deg
+
+
+def test_followups_refer_to_the_previous_turn(dataset) -> None:
+    _, rows = dataset
+    kinds = Counter()
+    for row in rows["train"] + rows["test"]:
+        plans = _assistant_plans(row)
+        users = [m["content"].lower() for m in row["messages"] if m["role"] == "user"]
+        for i, kind in enumerate(row["meta"]["turn_kinds"][1:], start=1):
+            prev, cur = plans[i - 1], plans[i]
+            kinds[kind] += 1
+            if kind == "followup_colour_swap":
+                (old,), (new,) = prev.phrases, cur.phrases
+                assert old.split(" ", 1)[1] == new.split(" ", 1)[1] and old != new, (old, new)
+                assert new.split(" ", 1)[0] in users[i], (users[i], new)
+                assert cur.actions == prev.actions
+            elif kind == "followup_target_swap":
+                assert cur.actions == prev.actions and cur.phrases != prev.phrases
+            elif kind in ("followup_closer", "followup_goto_it"):
+                assert cur.phrases == prev.phrases and "approach" in cur.actions
+            elif kind == "followup_again":
+                assert cur == prev
+            elif kind == "followup_other_way":
+                assert cur.steps[0].degrees == -prev.steps[0].degrees  # type: ignore[attr-defined]
+            elif kind == "followup_go_back":
+                assert cur.actions == ["come_back"] and not prev.declined
+            elif kind == "followup_stop":
+                assert cur.actions == ["stop"]
+    for kind in ("followup_colour_swap", "followup_target_swap", "followup_closer", "followup_goto_it",
+                 "followup_again", "followup_other_way", "followup_go_back", "followup_stop"):
+        assert kinds[kind] >= 5, kinds
+
+
+def test_card_counts_match_the_files(dataset) -> None:
+    out, rows = dataset
+    card = (out / "README.md").read_text()
+    for split in SPLITS:
+        n_lines = len((out / f"{split}.jsonl").read_text().splitlines())
+        turns = sum(r["meta"]["turns"] for r in rows[split])
+        assert re.search(rf"^\| {split} \| {n_lines} \| {turns} \|", card, re.M), split
+    section = card.split("## Rows per category")[1].split("##")[0]
+    for line in section.splitlines():
+        m = re.match(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \|$", line)
+        if m:
+            for split, count in zip(SPLITS, m.groups()[1:], strict=True):
+                assert sum(r["meta"]["category"] == m.group(1) for r in rows[split]) == int(count)
+    for colour, noun in vocab.choose_heldout_combos(7):
+        assert f"{colour} {noun}" in card
+
+
+def test_val_and_test_conversations_are_not_copies_of_train(dataset) -> None:
+    _, rows = dataset
+
+    def key(r: dict) -> tuple:
+        return tuple(m["content"] for m in r["messages"][1:])
+
+    train = {key(r) for r in rows["train"]}
+    assert not any(key(r) in train for r in rows["val"] + rows["test"])
+
+
+def test_the_dataset_follows_the_robots_capabilities(tmp_path: Path) -> None:
+    caps = Capabilities(robot_name="deskbot", actions=["search", "turn", "report", "stop"],
+                        limits=Limits(max_turn_deg=180), cannot_do=["drive (no wheels)"])
+    generate_dataset(tmp_path, seed=1, sizes={"train": 400, "val": 20, "test": 40}, caps=caps, show_progress=False)
+    rows = load_rows(tmp_path / "train.jsonl")
+    actions = Counter()
+    for row in rows:
+        assert row["messages"][0]["content"] == system_prompt(caps)
+        for m in row["messages"][2::2]:
+            plan = parse_plan(m["content"], caps)
+            actions.update(plan.actions)
+            for step in plan.steps:
+                assert abs(step.model_dump().get("degrees", 0)) <= 180
+        if row["meta"]["category"] in ("move", "goto", "fetch"):
+            assert _first_plan(row, caps).declined
+    assert set(actions) <= {"search", "turn", "report", "stop"} and actions["turn"] > 0
+
+
+def _first_plan(row: dict, caps: Capabilities):
+    return parse_plan(row["messages"][2]["content"], caps)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1))
+def test_any_seed_gives_valid_rows(seed: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    out = tmp_path_factory.mktemp("seed")
+    info = generate_dataset(out, seed=seed, sizes={"train": 60, "val": 10, "test": 20}, show_progress=False)
+    for split in SPLITS:
+        for row in load_rows(info.files[split]):
+            for m in row["messages"][2::2]:
+                parse_plan(m["content"], CAPS)
+
+
+def test_cli_generate_writes_splits_and_card(tmp_path: Path) -> None:
+    from lookout.cli import app
+
+    result = CliRunner().invoke(app, ["data", "generate", "--out", str(tmp_path / "d"), "--seed", "3",
+                                      "--n-train", "40", "--n-val", "5", "--n-test", "10"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "d" / "train.jsonl").read_text().splitlines()) == 40
+    assert "Held-out colour-object pairs" in (tmp_path / "d" / "README.md").read_text()
