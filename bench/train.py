@@ -6,6 +6,7 @@ One command on a GPU machine (see docs/benchmarks.md for the device command that
     python bench/train.py                      # throughput at 8x2048 and 2x2048, then longest sequence
     python bench/train.py --part throughput    # only the throughput table
     python bench/train.py --part maxseq        # only the longest sequence at batch 1 within 40 GB
+    python bench/train.py profile --stack lookout-offload --batch 2 --steps 3   # host-time profile
 
 It builds a model with Llama-3.2-1B's exact shape (random weights; nothing can be downloaded) and a
 stand-in tokenizer, saves them once, then runs each (stack, batch) in its own Python process so
@@ -14,10 +15,14 @@ quant, bf16 compute), adds LoRA r=16/alpha=16 on all seven projections, and runs
 the anchors (`/work/shared/anchors`): torch AdamW lr 2e-4, bf16 autocast, one fixed random batch,
 labels = inputs, 3 warm-up steps then `--repeats` windows of 10 timed steps.
 
-Stacks: `hf` (gradient checkpointing, non-reentrant), `lookout` (FastLlama with its default,
-offloaded checkpointing), `lookout-gpu-ckpt` (checkpoints kept on the GPU), `lookout-no-ckpt` (no
-recomputation: faster, more memory), `unsloth` (when its wheels are importable; skipped
-otherwise). The table ends with ratios against `hf` and `unsloth` measured in the same run.
+Stacks: `hf` (gradient checkpointing, non-reentrant), `lookout` (FastLlama's default,
+`gradient_checkpointing="auto"`: offloaded checkpointing of only as many layers as its activation
+budget needs), `lookout-offload` (every layer offloaded), `lookout-gpu-ckpt` (every layer, checkpoints
+kept on the GPU), `lookout-no-ckpt` (no recomputation: faster, more memory), `unsloth` (when its
+wheels are importable; skipped otherwise). The table ends with ratios against `hf` and `unsloth`
+measured in the same run. Every stack is put in training mode (`model.train()`): transformers 5
+applies gradient checkpointing only in training mode. Each row records how many decoder layers
+actually ran checkpointed in the last step (`ckpt_layers`), counted by a forward hook.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "kernels")]
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-STACKS = ("hf", "lookout", "lookout-gpu-ckpt", "lookout-no-ckpt", "unsloth")
-LOOKOUT_CHECKPOINTING = {"lookout": "offload", "lookout-gpu-ckpt": True, "lookout-no-ckpt": False}
+STACKS = ("hf", "lookout", "lookout-offload", "lookout-gpu-ckpt", "lookout-no-ckpt", "unsloth")
+LOOKOUT_CHECKPOINTING = {"lookout": "auto", "lookout-offload": "offload", "lookout-gpu-ckpt": True,
+                         "lookout-no-ckpt": False}
 GIB = 2**30
 
 
@@ -95,7 +101,9 @@ def load(stack: str, model_dir: Path, max_seq: int):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         config = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, bias="none", target_modules=TARGETS,
                             task_type="CAUSAL_LM")
-        return get_peft_model(model, config), {}
+        model = get_peft_model(model, config)
+        model.train()  # from_pretrained returns eval mode, where transformers 5 skips checkpointing
+        return model, {"gradient_checkpointing": "non-reentrant"}
     if stack.startswith("lookout"):
         from lookout.train.fast_llama import FastLlama
         from lookout.train.ops import available_kernels
@@ -118,8 +126,29 @@ def load(stack: str, model_dir: Path, max_seq: int):
             use_gradient_checkpointing="unsloth", random_state=3407, max_seq_length=max_seq,
         )
         FastLanguageModel.for_training(model)
+        model.train()
         return model, {"unsloth_version": getattr(unsloth, "__version__", None)}
     raise ValueError(stack)
+
+
+def checkpoint_counter(model):
+    """Counts the decoder layers that run checkpointed in a forward (flag set and training mode).
+
+    HF layers (and Unsloth's, which keep HF's layer class) checkpoint exactly when
+    `gradient_checkpointing and training`; Lookout's "auto" policy may still run some of those layers
+    plainly, so its own `last` decision is used where it exists."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+    def count() -> dict:
+        flagged = sum(bool(m.gradient_checkpointing and m.training) for m in layers)
+        policy = getattr(model, "lookout_checkpoint_policy", None)
+        if policy is not None and policy.last:
+            flagged = policy.last["checkpointed_layers"]
+        return {"ckpt_layers": flagged, "layers": len(layers), "training": model.training}
+
+    return count
 
 
 def _versions() -> dict[str, str]:
@@ -146,6 +175,8 @@ def throughput(args) -> dict:
 
     t0 = time.time()
     model, info = load(args.stack, args.model_dir, args.seq)
+    model.train()
+    count_ckpt = checkpoint_counter(model)
     load_s = time.time() - t0
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=2e-4)
@@ -180,10 +211,52 @@ def throughput(args) -> dict:
         tokens_per_s=round(tokens / dt, 1), tokens_per_s_windows=[round(tokens / w, 1) for w in windows],
         step_ms=round(1000 * dt / args.steps, 1),
         peak_alloc_gib=_peak_gib(), peak_reserved_gib=_peak_gib(reserved=True),
-        alloc_after_load_gib=round(mem_after_load / GIB, 3), loss_first=losses[0], loss_last=losses[-1],
+        alloc_after_load_gib=round(mem_after_load / GIB, 3), **count_ckpt(), loss_first=losses[0], loss_last=losses[-1],
         losses=losses, trainable_params=sum(p.numel() for p in trainable), load_s=round(load_s, 1),
         **info, **_versions(),
     )
+
+
+def profile(args) -> dict:
+    """Where a step's host time goes: torch.profiler over `--steps` steps after warm-up; prints the ops
+    with the most self CPU time and counts the host-blocking CUDA calls (syncs, pageable copies)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model, info = load(args.stack, args.model_dir, args.seq)
+    model.train()
+    count_ckpt = checkpoint_counter(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    x = torch.randint(0, min(128000, model.config.vocab_size), (args.batch, args.seq),
+                      generator=torch.Generator().manual_seed(0)).to(_device())
+
+    def step():
+        with torch.autocast(_device(), dtype=torch.bfloat16, enabled=_device() == "cuda"):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    _sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if _device() == "cuda" else [])
+    t = time.perf_counter()
+    with torch_profile(activities=activities) as prof:
+        for _ in range(args.steps):
+            step()
+        _sync()
+    wall_ms = 1000 * (time.perf_counter() - t) / args.steps
+    events = prof.key_averages()
+    table = events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60)
+    print("\n".join("  " + line for line in table.splitlines()), flush=True)
+    blocking = {e.key: e.count // args.steps for e in events
+                if any(w in e.key for w in ("Synchronize", "cudaMemcpy", "HostAlloc", "FreeHost", "item",
+                                            "_local_scalar_dense"))}
+    gpu_ms = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1000 / args.steps
+    return dict(mode="profile", stack=args.stack, batch=args.batch, seq=args.seq, wall_ms_per_step=round(wall_ms, 1),
+                gpu_busy_ms_per_step=round(gpu_ms, 1), blocking_calls_per_step=blocking, **count_ckpt(), **info)
 
 
 def max_seq(args) -> dict:
@@ -192,6 +265,7 @@ def max_seq(args) -> dict:
 
     torch.cuda.set_per_process_memory_fraction(args.limit_gib * GIB / torch.cuda.get_device_properties(0).total_memory)
     model, info = load(args.stack, args.model_dir, args.max_len)
+    model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=2e-4)
     tried: dict[int, float | None] = {}
@@ -268,14 +342,16 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def report_throughput(rows: list[dict]) -> None:
-    print("\n| config | stack | tokens/s | windows tok/s | step ms | peak alloc GiB | peak reserved GiB | loss first | loss last |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| config | stack | ckpt layers | tokens/s | windows tok/s | step ms | peak alloc GiB | peak reserved GiB "
+          "| loss first | loss last |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for b in sorted({r["batch"] for r in rows}, reverse=True):
         by = {r["stack"]: r for r in rows if r["batch"] == b}
         for s in STACKS:
             if s in by:
                 r = by[s]
-                print(f"| {b}x{r['seq']} | {s} | {r['tokens_per_s']:,.0f} | "
+                print(f"| {b}x{r['seq']} | {s} | {r.get('ckpt_layers', '?')}/{r.get('layers', '?')} | "
+                      f"{r['tokens_per_s']:,.0f} | "
                       f"{' / '.join(f'{w:,.0f}' for w in r['tokens_per_s_windows'])} | {r['step_ms']} | "
                       f"{r['peak_alloc_gib']} | {r['peak_reserved_gib']} | {r['loss_first']} | {r['loss_last']} |")
         for s in LOOKOUT_CHECKPOINTING:
@@ -283,7 +359,7 @@ def report_throughput(rows: list[dict]) -> None:
                 continue
             for base in ("hf", "unsloth"):
                 if base in by:
-                    print(f"| {b}x{by[s]['seq']} | **{s} / {base}** | "
+                    print(f"| {b}x{by[s]['seq']} | **{s} / {base}** | | "
                           f"**{_ratio(by[s]['tokens_per_s'], by[base]['tokens_per_s'])}** | | | "
                           f"**{_ratio(by[s]['peak_alloc_gib'], by[base]['peak_alloc_gib'])}** | | | |")
     print("\nTargets (issue 5): Lookout >= 2x HF tokens/s with <= 0.5x its peak memory, and ahead of Unsloth on both.")
@@ -322,6 +398,7 @@ def drive(args) -> int:
         stacks.remove("unsloth")
     common = ["--model-dir", str(args.model_dir), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     results: dict[str, list[dict]] = {"throughput": [], "maxseq": []}
+    out = Path(os.environ.get("OUT", "/tmp")) / "bench_train.json"
     if args.part in ("all", "throughput"):
         for b in [int(v) for v in args.batches.split(",")]:
             for s in stacks:
@@ -329,8 +406,10 @@ def drive(args) -> int:
                 r = _child(["one", "--stack", s, "--batch", str(b), "--seq", str(args.seq), "--repeats",
                             str(args.repeats), *common], timeout=args.timeout)
                 if r:
-                    print(f"  {r['tokens_per_s']:,.0f} tokens/s, peak {r['peak_alloc_gib']} GiB", flush=True)
+                    print(f"  {r['tokens_per_s']:,.0f} tokens/s, peak {r['peak_alloc_gib']} GiB, "
+                          f"{r.get('ckpt_layers')}/{r.get('layers')} layers checkpointed", flush=True)
                     results["throughput"].append(r)
+                    out.write_text(json.dumps(results, indent=1))  # kept when a time limit ends the run early
         report_throughput(results["throughput"])
     if args.part in ("all", "maxseq") and not torch.cuda.is_available():
         print("the longest-sequence search needs a GPU (it caps GPU memory): skipped", flush=True)
@@ -342,7 +421,6 @@ def drive(args) -> int:
             if r:
                 results["maxseq"].append(r)
         report_maxseq(results["maxseq"])
-    out = Path(os.environ.get("OUT", "/tmp")) / "bench_train.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nraw results: {out}")
     return 0
@@ -350,7 +428,7 @@ def drive(args) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", nargs="?", default="drive", choices=["drive", "prep", "one", "maxseq"])
+    ap.add_argument("cmd", nargs="?", default="drive", choices=["drive", "prep", "one", "maxseq", "profile"])
     ap.add_argument("--part", default="all", choices=["all", "throughput", "maxseq"])
     ap.add_argument("--stacks", default=",".join(STACKS))
     ap.add_argument("--maxseq-stacks", default="hf,lookout,unsloth")
@@ -374,6 +452,10 @@ def main() -> int:
         prep(args.model_dir, args.shape)
     elif args.cmd == "one":
         print("RESULT " + json.dumps(throughput(args)), flush=True)
+    elif args.cmd == "profile":
+        if not (args.model_dir / "config.json").is_file():
+            prep(args.model_dir, args.shape)
+        print("RESULT " + json.dumps(profile(args)), flush=True)
     elif args.cmd == "maxseq":
         print("RESULT " + json.dumps(max_seq(args)), flush=True)
     else:

@@ -46,7 +46,9 @@ class NodeSpec:
         for f in self.param_files:
             args += ["--params-file", str(f)]
         for k, v in self.params.items():
-            args += ["-p", f"{k}:={yaml.safe_dump(v, default_flow_style=True).strip()}"]
+            text = yaml.safe_dump(v, default_flow_style=True).strip()
+            text = text[:-3].rstrip() if text.endswith("\n...") else text  # a scalar's document-end marker
+            args += ["-p", f"{k}:={text}"]
         for a, b in self.remaps:
             args += ["-r", f"{a}:={b}"]
         return args

@@ -132,10 +132,10 @@ def test_simulator_objects_are_well_covered_in_train(dataset) -> None:
         assert phrases[f"{colour} {shape}"] >= 10, f"{colour} {shape} seen {phrases[f'{colour} {shape}']} times"
 
 
-SMALL = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())} | {w: 10 * i for i, w in enumerate(
-    "- - twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "-"}
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+SMALL = {w: i for i, w in enumerate(_ONES)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
 
 
 def _words_to_int(text: str) -> int:

@@ -1,4 +1,10 @@
-"""Parity: 30 steps of the patched model track unpatched transformers + peft QLoRA step for step.
+"""Parity: the patched model trains like unpatched transformers + peft QLoRA, step for step.
+
+Bars (stated in lookout/train/parity.py): loss curves within LOSS_RTOL (1e-2) relative at each of
+30 steps; first-step lora_B gradients per tensor within GRAD_RTOL_FP32 (1e-4, CPU fp32) or, in bf16 on
+a GPU, median within 2**-6 and worst within 4 x 2**-6; lora_A's first gradients exactly zero on both
+sides (lora_B starts at zero); LoRA weights after 30 steps within BF16_RTOL (decisive on the CPU;
+reported on a GPU, where Adam amplifies bf16 rounding of near-zero gradients).
 
 CPU by default (tiny Llama). On a GPU, the same test at Llama-3.2-1B width:
     LOOKOUT_PARITY_SHAPE=llama-3.2-1b python -m pytest tests/train/test_parity.py -q
@@ -9,7 +15,14 @@ from __future__ import annotations
 
 import os
 
-from lookout.train.parity import BF16_RTOL, LOSS_RTOL, run_parity
+from lookout.train.parity import (
+    BF16_RTOL,
+    GRAD_RTOL_BF16_MAX,
+    GRAD_RTOL_BF16_MEDIAN,
+    GRAD_RTOL_FP32,
+    LOSS_RTOL,
+    run_parity,
+)
 
 
 def test_patched_training_matches_hugging_face_peft_for_30_steps(tmp_path):
@@ -21,9 +34,17 @@ def test_patched_training_matches_hugging_face_peft_for_30_steps(tmp_path):
     for step, (a, b) in enumerate(zip(patched, reference, strict=True), 1):
         assert abs(a - b) <= LOSS_RTOL * abs(b), f"step {step}: patched {a} vs reference {b}"
     assert reference[-1] < reference[0] - 0.1  # both really trained
-    assert res["lora_tensors"] == 7 * 2 * (2 if shape == "tiny" else 16)  # A and B of 7 projections per layer
-    assert res["lora_max_rel_fro_err"] <= BF16_RTOL, res["lora_worst_tensor"]
-    if res["device"] == "cpu":  # fp32 on the CPU: every element within bf16's relative tolerance of its tensor
+    layers = 2 if shape == "tiny" else 16
+    assert res["lora_tensors"] == 7 * 2 * layers  # A and B of 7 projections per layer
+    grads = res["grad_lora_B"]
+    assert grads["n"] == 7 * layers
+    assert res["grad_lora_A_max_abs"] == 0.0  # lora_B = 0 at the start, so no gradient reaches lora_A
+    if res["device"] == "cpu":  # fp32: first gradients and final weights agree tightly
+        assert grads["max"] <= GRAD_RTOL_FP32, grads
+        assert res["weights"]["max"] <= BF16_RTOL, res["weights"]
         assert res["lora_max_elem_err_of_scale"] <= BF16_RTOL
-    print(f"parity {shape}: loss max rel diff {res['loss_max_rel_diff']:.2e}, LoRA rel error "
-          f"{res['lora_max_rel_fro_err']:.2e}, max element {res['lora_max_elem_err_of_scale']:.2e}")
+    else:
+        assert grads["median"] <= GRAD_RTOL_BF16_MEDIAN and grads["max"] <= GRAD_RTOL_BF16_MAX, grads
+    assert res["passed"]
+    print(f"parity {shape}: loss max rel diff {res['loss_max_rel_diff']:.2e}, first-step lora_B grads "
+          f"{grads}, weights {res['weights']}")

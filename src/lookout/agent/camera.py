@@ -14,10 +14,35 @@ from lookout.perception.types import Detection
 class CameraModel:
     hfov_rad: float
     vfov_rad: float = 0.0  # 0: square pixels, derived from hfov and the image size
+    height_m: float = 0.0  # > 0: distance from where the box meets the floor
+    pitch_rad: float = 0.0  # downward tilt
 
     @classmethod
     def from_config(cls, cfg: CameraConfig) -> CameraModel:
-        return cls(math.radians(cfg.hfov_deg), math.radians(cfg.vfov_deg))
+        return cls(math.radians(cfg.hfov_deg), math.radians(cfg.vfov_deg), cfg.height_m, math.radians(cfg.pitch_deg))
+
+    def distance_from_floor(self, det: Detection, width: int, height: int) -> float | None:
+        """Distance to where the box's bottom edge meets the floor; None if unknown (no camera height, the
+        bottom cut off by the image edge, or a ray that never reaches the floor).
+
+        Unlike the height prior this does not depend on the object's size, only on the camera's mounting.
+        """
+        if self.height_m <= 0 or det.y_max >= height - 1.0:
+            return None
+        fx, fy = self.focal_px(width, height)
+        below = self.pitch_rad + math.atan2(det.y_max - height / 2.0, fy)
+        if below <= math.radians(1.0):
+            return None
+        cx, _ = det.center
+        return self.height_m / math.tan(below) / max(math.cos(math.atan2(cx - width / 2.0, fx)), 1e-3)
+
+    def nearest_floor_m(self, width: int, height: int) -> float | None:
+        """Closest floor distance the camera sees (the bottom image edge), if the camera height is known."""
+        if self.height_m <= 0:
+            return None
+        _, fy = self.focal_px(width, height)
+        below = self.pitch_rad + math.atan2(height / 2.0, fy)
+        return self.height_m / math.tan(below) if below > 0 else None
 
     def focal_px(self, width: int, height: int) -> tuple[float, float]:
         fx = (width / 2.0) / math.tan(self.hfov_rad / 2.0)

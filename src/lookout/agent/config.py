@@ -46,6 +46,9 @@ class CameraConfig(_Section):
     hfov_deg: float = Field(60.0, gt=1, lt=180, description="Horizontal field of view of the camera")
     vfov_deg: float = Field(0.0, ge=0, lt=180, description="Vertical field of view; 0 derives it from "
                             "hfov and the image aspect ratio (square pixels)")
+    height_m: float = Field(0.0, ge=0, le=5, description="Camera height above the floor; > 0 enables distance "
+                            "from where a box meets the floor (objects standing on the floor), else height priors")
+    pitch_deg: float = Field(0.0, ge=-45, le=60, description="Downward tilt of the camera (with height_m)")
 
 
 class PerceptionConfig(_Section):

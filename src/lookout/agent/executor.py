@@ -92,13 +92,15 @@ class Executor:
         self.plan: PlanBase | None = None
         self.index = 0
         self.run: _StepRun | None = None
-        self.origin: Odometry | None = None
+        self.origin: Odometry | None = None  # pose when the current plan started
+        self.home: Odometry | None = None  # pose when the conversation started: where come_back goes
         self.frames_seq = 0
         self.frame: _Frame | None = None
         self.odom: Odometry | None = None
         self.odom_received: float | None = None
         self.done_messages: list[str] = []
         self.answers: list[str] = []
+        self.report_answers: list[bool] = []  # yes/no of each report step of the current plan
         self.message = ""
         self.reply = ""
         self.success = False
@@ -116,6 +118,13 @@ class Executor:
         with self._lock:
             self.odom = odom
             self.odom_received = now
+            if self.home is None:
+                self.home = odom
+
+    def reset_home(self) -> None:
+        """A new conversation starts here: the next odometry becomes the pose come_back returns to."""
+        with self._lock:
+            self.home = None
 
     def set_estop(self, engaged: bool, now: float) -> ExecutorOutput:
         """Engage: stop at once and end the plan. Release: back to idle (the old plan does not resume)."""
@@ -138,7 +147,7 @@ class Executor:
                 self._finish(CANCELLED, False, "Cancelled by a new command.")
             self.plan = plan
             self.index = 0
-            self.done_messages, self.answers = [], []
+            self.done_messages, self.answers, self.report_answers = [], [], []
             self.success, self.reply, self.message = False, "", ""
             self.origin = self.odom if self._odom_fresh(now) else None
             if self.guard.estopped:
@@ -263,8 +272,9 @@ class Executor:
             run.deadline = now + step.seconds + t.motion_base_s
         elif a == "come_back":
             dist = 0.0
-            if self.origin is not None and self.odom is not None:
-                dist = math.hypot(self.origin.x - self.odom.x, self.origin.y - self.odom.y)
+            goal = self.home or self.origin
+            if goal is not None and self.odom is not None:
+                dist = math.hypot(goal.x - self.odom.x, goal.y - self.odom.y)
             nominal = dist / lim.max_linear_speed + 2 * math.pi / lim.max_angular_speed
             run.deadline = now + t.motion_base_s + t.motion_factor * nominal
         run.last_frame_seq = self.frame.seq if self.frame is not None else -1
@@ -327,8 +337,11 @@ class Executor:
         if frame is not None:
             seen = self._best(frame, step.target)
             run.consecutive = run.consecutive + 1 if seen else 0
-            if run.consecutive >= per.confirm_frames:
-                return STOP, "done", f"found the {step.target}"
+            if run.consecutive >= per.confirm_frames and seen is not None:
+                res = frame.result
+                # Done once it is well inside the view, not at the edge where it was first glimpsed.
+                if abs(self.camera.bearing(seen[0], res.image_width, res.image_height)) <= ctl.align_before_drive_rad:
+                    return STOP, "done", f"found the {step.target}"
         if abs(run.turned) > 2 * math.pi * 1.1:
             return STOP, "failed", (f"I turned all the way around and did not see {_article(step.target)} "
                                     f"{step.target}.")
@@ -357,8 +370,13 @@ class Executor:
         if depth is not None:
             distance = depth
         else:
-            distance = self.camera.distance_from_height(det, res.image_width, res.image_height,
-                                                        object_height_prior(step.target, per))
+            w, h = res.image_width, res.image_height
+            distance = self.camera.distance_from_floor(det, w, h)
+            if distance is None:
+                distance = self.camera.distance_from_height(det, w, h, object_height_prior(step.target, per))
+                nearest = self.camera.nearest_floor_m(w, h)
+                if nearest is not None and det.y_max >= h - 1.0:  # its foot is below the image: closer than that
+                    distance = min(distance, nearest)
         error = distance - step.stop_distance_m
         frame = self._new_frames()
         if error <= ctl.distance_tolerance_m:
@@ -426,6 +444,7 @@ class Executor:
             answer = (f"Yes, I can see the {step.target}." if seen
                       else f"No, I don't see {_article(step.target)} {step.target}.")
             self.answers.append(answer)
+            self.report_answers.append(seen)
             return STOP, "done", answer
         if n == 0 and now - run.started > self.cfg.timeouts.report_s:
             return STOP, "failed", f"I can't tell whether I see the {step.target}: no camera images arrived."
@@ -434,11 +453,12 @@ class Executor:
     def _step_come_back(self, step: Any, now: float) -> tuple[Velocity, str, str]:
         run, ctl, lim = self.run, self.cfg.control, self.caps.limits
         assert run is not None
-        if self.origin is None:
-            return STOP, "failed", "I can't come back: there was no odometry when the command started."
+        o = self.home or self.origin
+        if o is None:
+            return STOP, "failed", "I can't come back: there was no odometry when the conversation started."
         if self.odom is None:
             return STOP, "running", "waiting for odometry"
-        o, p = self.origin, self.odom
+        p = self.odom
         dx, dy = o.x - p.x, o.y - p.y
         dist = math.hypot(dx, dy)
         if dist <= ctl.come_back_tolerance_m:

@@ -79,12 +79,10 @@ def cases(rows: Iterable[dict[str, Any]]) -> Iterable[tuple[dict[str, Any], int,
     for row in rows:
         msgs = row["messages"]
         history: list[tuple[str, str]] = []
-        turn = 0
-        for i in range(1, len(msgs) - 1, 2):
+        for turn, i in enumerate(range(1, len(msgs) - 1, 2), start=1):
             user, gold = msgs[i], msgs[i + 1]
             if user["role"] != "user" or gold["role"] != "assistant":
                 raise ValueError(f"row {row.get('meta', {}).get('id')}: expected user/assistant pairs after the system")
-            turn += 1
             yield row, turn, user["content"], list(history), gold["content"]
             history.append((user["content"], gold["content"]))
 

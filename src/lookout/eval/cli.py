@@ -59,3 +59,7 @@ def _regenerated_test_split(seed: int | None, caps):  # noqa: ANN001, ANN202
     with tempfile.TemporaryDirectory() as tmp:
         out = generate_dataset(tmp, seed=seed, sizes=sizes, caps=caps, show_progress=False)
         return load_rows(out.files["test"])
+
+
+eval_app.command("sim")(__import__("lookout.sim.cli", fromlist=["eval_sim"]).eval_sim)
+eval_app.command("detector")(__import__("lookout.eval.detector", fromlist=["detector_command"]).detector_command)

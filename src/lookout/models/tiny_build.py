@@ -117,7 +117,8 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
         step("agent-adapter", t0, "the QLoRA trainer (lookout.train.pipeline) is not available" if adapter
              else "--no-adapter", status="skipped")
     else:
-        adapter_info = build_adapter(run_adapter, base_dir, info.files["train"], out / "agent-adapter", work, seed)
+        adapter_info = build_adapter(run_adapter, base_dir, info.files["train"], out / "agent-adapter", work, seed,
+                                     show_progress=show_progress)
         step("agent-adapter", t0, adapter_info.get("detail", ""), status=adapter_info["status"])
 
     t0 = time.perf_counter()
@@ -157,12 +158,21 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     return result
 
 
+ADAPTER_STEPS = 60
+
+
 def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, adapter_dir: Path, work: Path,
-                  seed: int) -> dict[str, Any]:
-    """QLoRA adapter on the 4-bit tiny base with the project's trainer (a short run on the CPU)."""
+                  seed: int, steps: int = ADAPTER_STEPS, show_progress: bool = True) -> dict[str, Any]:
+    """QLoRA adapter on the 4-bit tiny base with the project's trainer (`lookout train`), a short CPU run.
+
+    The base already plans; the adapter is trained on the same data on top of the NF4-quantised
+    weights, so it learns back what 4-bit rounding costs, through the same path real adapters take.
+    """
     from lookout.train.config import TrainConfig
 
-    cfg = TrainConfig(seed=seed, max_steps=60)
+    cfg = TrainConfig(seed=seed, max_steps=steps, max_seq_length=1024, micro_batch_size=8, grad_accum_steps=1,
+                      learning_rate=1e-3, gradient_checkpointing=False, optimizer="adamw", save_every=10 * steps,
+                      progress_bar=show_progress)
     run_dir = work / "adapter-run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -170,10 +180,13 @@ def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, ada
     if adapter_dir.exists():
         shutil.rmtree(adapter_dir)
     adapter_dir.mkdir(parents=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, adapter_dir / name)
-    return {"status": "done", "detail": f"trainer summary: {summary}", "max_steps": cfg.max_steps}
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"the trainer wrote no {name} into {run_dir}")
+        shutil.copy2(run_dir / name, adapter_dir / name)
+    final = summary.get("final_loss") if isinstance(summary, dict) else None
+    return {"status": "done", "detail": f"{steps} steps, final loss {final}", "max_steps": steps,
+            "final_loss": final}
 
 
 def _sha(path: Path) -> str:

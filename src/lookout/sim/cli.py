@@ -116,3 +116,98 @@ def fps(
     for what, value in measure(_config(config), frames=frames):
         table.add_row(what, value)
     Console().print(table)
+
+
+def eval_sim(
+    suite: str = typer.Option("public", help="Suite name (scenarios/NAME.yaml) or a path."),
+    profile: str = typer.Option("tiny", help="Model profile from models/registry.yaml."),
+    out: Path = typer.Option(Path("runs/eval/sim.json"), "--out", help="Where to write the JSON report."),
+    filter_: list[str] = typer.Option(None, "--filter", help="Only scenarios whose id or category contains this "
+                                      "(repeatable)."),
+    workers: int = typer.Option(1, min=1, help="Scenarios run in this many processes."),
+    camera_hz: float = typer.Option(10.0, min=1.0, help="Camera frames (and control ticks) per simulated second."),
+    perception: str = typer.Option("model", help="model (the profile's detector) or ground_truth (perfect boxes "
+                                   "from segmentation: tells planner errors from detector errors)."),
+    threads: int = typer.Option(0, help="Torch CPU threads per worker (0: default)."),
+    min_score: float = typer.Option(None, min=0.0, max=1.0, help="Detector and agent score threshold (default: "
+                                    "0.02 for the tiny profile, whose scores are low; else the configs)."),
+) -> None:
+    """Run a scenario suite headless through the closed loop; success rate, time to success, failures."""
+    import json
+    import statistics
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lookout.models.registry import ModelFileError, RegistryError
+    from lookout.sim.harness import TINY_MIN_SCORE, HarnessOptions, run_suite
+    from lookout.sim.scenario import ScenarioError, load_suite
+
+    if perception not in ("model", "ground_truth"):
+        raise typer.BadParameter("must be model or ground_truth", param_hint="--perception")
+    try:
+        s = load_suite(suite)
+    except (ScenarioError, FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--suite") from None
+    scenarios = [sc for sc in s.scenarios if not filter_ or any(f in sc.id or f == sc.category for f in filter_)]
+    if not scenarios:
+        raise typer.BadParameter(f"no scenario of {s.name} matches {filter_}", param_hint="--filter")
+    console = Console()
+    opts = HarnessOptions(profile=profile, camera_hz=camera_hz, perception=perception,  # type: ignore[arg-type]
+                          cpu_threads=threads,
+                          min_score=min_score if min_score is not None else TINY_MIN_SCORE if profile == "tiny" else None)
+
+    def progress(res, tim) -> None:  # noqa: ANN001
+        mark = "[green]ok  [/]" if res.success else "[red]FAIL[/]"
+        console.print(f"{mark} {res.scenario_id:<40} {res.time_s:6.1f} s sim, {tim['wall_s']:6.1f} s wall"
+                      + ("" if res.success else f"  {res.reason}"), highlight=False)
+
+    t0 = time.perf_counter()
+    try:
+        results = run_suite(scenarios, opts, workers=workers, progress=progress)
+    except (ModelFileError, RegistryError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    wall = time.perf_counter() - t0
+    ok = [r for r, _ in results if r.success]
+    sim_s = sum(t["sim_s"] for _, t in results)
+    loop_s = sum(t["wall_s"] - t["plan_s"] for _, t in results)
+    plan_s = sum(t["plan_s"] for _, t in results)
+    by_cat: dict[str, list] = {}
+    for r, _ in results:
+        by_cat.setdefault(r.category, []).append(r)
+    table = Table(title=f"suite {s.name}, profile {profile}, perception {perception}")
+    for col in ("category", "scenarios", "success", "mean time to success (s)"):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for cat, rs in sorted(by_cat.items()):
+        good = [r.time_s for r in rs if r.success]
+        table.add_row(cat, str(len(rs)), f"{len(good)}/{len(rs)}", f"{statistics.fmean(good):.1f}" if good else "-")
+    rate = len(ok) / len(results)
+    mean_t = statistics.fmean(r.time_s for r in ok) if ok else None
+    table.add_row("[b]all[/]", str(len(results)), f"[b]{len(ok)}/{len(results)} ({100 * rate:.1f}%)[/]",
+                  f"{mean_t:.1f}" if mean_t is not None else "-")
+    console.print(table)
+    rtf = sim_s / loop_s if loop_s > 0 else float("inf")
+    console.print(f"closed loop: {sim_s:.0f} s simulated in {loop_s:.0f} s wall (real-time factor {rtf:.2f}, "
+                  f"camera {camera_hz:g} Hz, {workers} worker(s)); planning {plan_s:.0f} s wall (sim time stops "
+                  f"while the planner thinks); total {wall:.0f} s")
+    failures = [r for r, _ in results if not r.success]
+    if failures:
+        ft = Table(title="failures")
+        ft.add_column("scenario")
+        ft.add_column("category")
+        ft.add_column("reason")
+        for r in failures:
+            ft.add_row(r.scenario_id, r.category, r.reason)
+        console.print(ft)
+    report = {
+        "suite": s.name, "profile": profile, "perception": perception, "min_score": opts.min_score, "camera_hz": camera_hz, "workers": workers,
+        "scenarios": len(results), "succeeded": len(ok), "success_rate": rate, "mean_time_to_success_s": mean_t,
+        "realtime_factor": rtf, "sim_s": sim_s, "loop_wall_s": loop_s, "plan_wall_s": plan_s, "total_wall_s": wall,
+        "by_category": {c: {"scenarios": len(rs), "succeeded": sum(r.success for r in rs)} for c, rs in by_cat.items()},
+        "results": [{**r.model_dump(), "timings": t} for r, t in results],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"report: {out}")

@@ -2,8 +2,10 @@
 
 Layout: `<out>/checkpoints/step-000120/` holds a standard PEFT adapter (`adapter_model.safetensors`,
 `adapter_config.json`) and `trainer_state.pt` (optimizer and scheduler state dicts, every RNG
-state, the step, the log history and the run's fingerprint). The data position is the step:
-batches are a pure function of (seed, step), see `loop.micro_batch_indices`.
+state (one per rank in a multi-process run), the step, the log history and the run's fingerprint).
+The data position is the step, in global units (`samples` = step x global batch rows): batches are a
+pure function of (seed, step), see `loop.micro_batch_indices`, whatever the number of ranks.
+Only rank 0 writes; every rank reads.
 """
 
 from __future__ import annotations
@@ -38,6 +40,21 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_for_rank(saved: dict[str, Any] | list[dict[str, Any]], rank: int, world_size: int,
+                 reseed: int) -> dict[str, Any]:
+    """The RNG state a resuming rank restores. A checkpoint holds one state per rank of the run that
+    wrote it (a single dict for one process). Same number of ranks: each gets its own back (exact).
+    Another number: rank 0 restores the writer's rank 0 (so one process resumes a 2-rank run exactly
+    when nothing random differs between ranks), other ranks reseed torch deterministically."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == world_size:
+        return states[rank]
+    state = dict(states[0])
+    if rank:
+        state["torch"] = torch.Generator().manual_seed(reseed * 1009 + rank).get_state()
+    return state
+
+
 def checkpoints_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
 
@@ -49,7 +66,7 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def save_checkpoint(
     out_dir: str | Path, model: Any, optimizer: Any, scheduler: Any, trainer_state: dict[str, Any],
-    rng: dict[str, Any], keep: int = 2,
+    rng: dict[str, Any] | list[dict[str, Any]], keep: int = 2,
 ) -> Path:
     """Write atomically (to a temporary folder, then rename) and keep the `keep` newest."""
     root = checkpoints_dir(out_dir)

@@ -24,11 +24,15 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Override the number of optimizer steps."),
 ) -> None:
-    """Train a LoRA adapter on chat data (4-bit base model, Lookout's kernels); Ctrl-C saves a checkpoint."""
+    """Train a LoRA adapter on chat data (4-bit base model, Lookout's kernels); Ctrl-C saves a checkpoint.
+
+    Multi-GPU: run the same command under `torchrun --nproc_per_node=N` (or `accelerate launch`).
+    """
     from pydantic import ValidationError
 
     from lookout.train.chat_data import ChatTemplateError, DataFormatError
     from lookout.train.config import TrainConfig
+    from lookout.train.distributed import WorldSizeError
     from lookout.train.fast_llama import BaseModelNotFoundError, UnsupportedModelError
     from lookout.train.loop import NonFiniteLossError, ResumeError, TrainingInterrupted
     from lookout.train.pipeline import OutputExistsError, run
@@ -41,10 +45,13 @@ def train(
 
     import torch
 
+    from lookout.train.distributed import env_info
+
+    main = env_info().is_main  # under torchrun / accelerate launch only rank 0 speaks
     try:
         summary = run(base, data, out, cfg, resume=resume)
     except (BaseModelNotFoundError, UnsupportedModelError, DataFormatError, ChatTemplateError,
-            OutputExistsError, ResumeError, FileNotFoundError) as exc:
+            OutputExistsError, ResumeError, WorldSizeError, FileNotFoundError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except torch.cuda.OutOfMemoryError:
         raise _fail(
@@ -62,10 +69,14 @@ def train(
             argv += ["--config", str(config)]
         if max_steps:
             argv += ["--max-steps", str(max_steps)]
-        typer.secho(f"{exc}", fg=typer.colors.YELLOW, err=True)
-        typer.echo(f"resume with:\n  {shlex.join([*argv, '--resume'])}", err=True)
+        if main:
+            typer.secho(f"{exc}", fg=typer.colors.YELLOW, err=True)
+            typer.echo(f"resume with (same launcher, any number of processes dividing grad_accum_steps):\n"
+                       f"  {shlex.join([*argv, '--resume'])}", err=True)
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
     m = summary["metrics"]
+    if not main:
+        return
     typer.echo(
         f"adapter written to {out} ({m['steps']} steps, final loss {m['final_loss']:.4f}, "
         f"{m['tokens_per_s']:,.0f} tokens/s, peak memory {m['peak_memory_gb']:.2f} GiB)"

@@ -23,7 +23,10 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_PROJECTIONS))
-    gradient_checkpointing: bool | Literal["offload"] = "offload"
+    # "auto": checkpoint (offloaded) only as many layers as the activation budget needs; see
+    # lookout.train.checkpointing.AutoCheckpointPolicy. "offload": every layer, leanest.
+    gradient_checkpointing: bool | Literal["offload", "auto"] = "auto"
+    memory_budget_gib: float | None = Field(None, gt=0)
     use_kernels: bool = True
 
     # data

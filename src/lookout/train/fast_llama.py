@@ -1,7 +1,7 @@
 """`FastLlama`: load a Llama in 4-bit, add LoRA, patch it with `lookout_kernels` (Unsloth-style API).
 
     model, tokenizer = FastLlama.from_pretrained("path/to/Llama-3.2-1B-Instruct", max_seq_length=2048)
-    model = FastLlama.get_peft_model(model, r=16, lora_alpha=16, gradient_checkpointing="offload")
+    model = FastLlama.get_peft_model(model, r=16, lora_alpha=16)  # checkpointing "auto"
 
 The result is a plain `peft.PeftModel`: `save_pretrained` writes a standard adapter, and it
 trains under TRL's `SFTTrainer` as well as under `lookout.train.loop`.
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LLAMA3_PAD_TOKEN = "<|finetune_right_pad_id|>"
-GradientCheckpointing = bool | Literal["offload"]
+GradientCheckpointing = bool | Literal["offload", "auto"]
 
 
 class BaseModelNotFoundError(FileNotFoundError):
@@ -134,11 +134,17 @@ class FastLlama:
         target_modules: tuple[str, ...] | list[str] = ALL_PROJECTIONS,
         lora_dropout: float = 0.0,
         bias: str = "none",
-        gradient_checkpointing: GradientCheckpointing = "offload",
+        gradient_checkpointing: GradientCheckpointing = "auto",
         random_state: int = 3407,
         use_kernels: bool = True,
+        memory_budget_gib: float | None = None,
     ) -> Any:
         """Add LoRA adapters (PEFT), then patch the model with the kernels and set checkpointing.
+
+        `gradient_checkpointing`: "auto" (default) checkpoints, with inputs offloaded to host memory,
+        only as many decoder layers as an activation budget needs (`memory_budget_gib`, else half the
+        GPU; every layer on the CPU): see `checkpointing.AutoCheckpointPolicy`. "offload" checkpoints
+        every layer that way, True every layer on the GPU, False none.
 
         `random_state` seeds the LoRA initialisation, so two calls give the same adapters.
         """
@@ -160,11 +166,12 @@ class FastLlama:
         if use_kernels:
             counts = patch_llama(peft_model)
             log.info("patched with lookout_kernels: %s", counts)
-        set_gradient_checkpointing(peft_model, gradient_checkpointing, preserve_rng=_has_dropout(peft_model))
+        set_gradient_checkpointing(peft_model, gradient_checkpointing, preserve_rng=_has_dropout(peft_model),
+                                   memory_budget_gib=memory_budget_gib)
         peft_model.lookout_settings = {
             "r": r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "target_modules": list(target_modules), "gradient_checkpointing": gradient_checkpointing,
-            "use_kernels": use_kernels, "random_state": random_state,
+            "use_kernels": use_kernels, "random_state": random_state, "memory_budget_gib": memory_budget_gib,
         }
         return peft_model
 

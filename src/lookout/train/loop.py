@@ -4,6 +4,13 @@ One optimizer step = `grad_accum_steps` micro-batches. Each micro-batch's loss i
 token cross-entropy divided by the number of target tokens in the WHOLE accumulated batch
 (HF's `num_items_in_batch`), so the accumulated gradient is the gradient of the mean over all
 target tokens, whatever the padding or packing of each micro-batch.
+
+Under torchrun (N ranks) the step's global batch is the same `grad_accum_steps` micro-batches of
+`micro_batch_size` rows as in one process; rank r runs micro-batches r, r+N, ... (N must divide
+`grad_accum_steps`). Each rank divides by the all-reduced GLOBAL target count and scales by N to undo
+DDP's gradient averaging, so the synchronized gradient, the clipping and the update equal one process
+with the same global batch; checkpoints (rank 0 only) hold the position in global units (the step)
+and resume on any N that divides `grad_accum_steps`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import torch
 
 from lookout.train import checkpoint as ckpt
+from lookout.train import distributed as dist_util
 from lookout.train.chat_data import IGNORE_INDEX, Row, collate
 from lookout.train.config import TrainConfig
 
@@ -150,14 +158,22 @@ def train(
     model: Any, rows: Sequence[Row], cfg: TrainConfig, out_dir: str | Path, pad_token_id: int,
     resume: bool = False, on_step_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train the trainable (LoRA) parameters of `model` on `rows`; checkpoints go under `out_dir`."""
+    """Train the trainable (LoRA) parameters of `model` on `rows`; checkpoints go under `out_dir`.
+
+    Inside an initialised process group (see `distributed.init_from_env`) this is one rank of a DDP
+    run: same arguments on every rank, logs, plot and checkpoints from rank 0 only.
+    """
     from tqdm.auto import tqdm
 
+    info = dist_util.current()
+    main = info.is_main
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: add LoRA with FastLlama.get_peft_model first")
+    dist_util.check_world_size(cfg.grad_accum_steps, info.world_size)
     device = params[0].device
     steps = total_steps(len(rows), cfg)
     optimizer = make_optimizer(params, cfg)
@@ -166,37 +182,49 @@ def train(
     fingerprint = rows_fingerprint(rows)
     state: dict[str, Any] = {"step": 0, "history": [], "bad_streak": 0, "tokens": 0, "seconds": 0.0,
                              "fingerprint": fingerprint, "config": cfg.model_dump(mode="json")}
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + info.rank)  # ranks draw different dropout masks; rank 0 = one process
     if resume and (last := ckpt.latest_checkpoint(out_dir)) is not None:
         loaded = ckpt.load_checkpoint(last, model, optimizer, scheduler)
         _check_resumable(loaded["trainer"], fingerprint, cfg, last)
         state = loaded["trainer"]
-        ckpt.restore_rng(loaded["rng"])
-        log.info("resumed from %s (step %d of %d)", last, state["step"], steps)
+        ckpt.restore_rng(ckpt.rng_for_rank(loaded["rng"], info.rank, info.world_size, cfg.seed + state["step"]))
+        if main:
+            log.info("resumed from %s (step %d of %d) on %d process(es)", last, state["step"], steps, info.world_size)
     log_path = out_dir / "train_log.jsonl"
-    log_path.write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
+    if main:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
+    engine = dist_util.wrap_ddp(model, info) if info.enabled else model  # all-reduces LoRA grads only
     rng = ckpt.capture_rng()  # RNG as of the last completed step (what a checkpoint must hold)
-    bar = tqdm(total=steps, initial=state["step"], disable=not cfg.progress_bar, dynamic_ncols=True, unit="step")
+    bar = tqdm(total=steps, initial=state["step"], disable=not (cfg.progress_bar and main), dynamic_ncols=True,
+               unit="step")
     try:
-        with _graceful_sigint() as sigint, log_path.open("a") as log_file:
+        with _graceful_sigint() as sigint, (log_path.open("a") if main else contextlib.nullcontext()) as log_file:
             while state["step"] < steps:
                 t0, lr = time.perf_counter(), scheduler.get_last_lr()[0]
                 # ---- one optimizer step -------------------------------------------------------
                 indices = micro_batch_indices(state["step"], len(rows), cfg)
-                batches = [collate([rows[i] for i in idx], pad_token_id) for idx in indices]
-                n_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+                mine = indices[info.rank :: info.world_size]  # this rank's share of the global batch
+                batches = [collate([rows[i] for i in idx], pad_token_id) for idx in mine]
+                counts = torch.tensor([sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)])
+                n_targets = int(dist_util.all_reduce_sum(counts).item())  # global, before any backward
                 loss = torch.zeros((), device=device)
-                for b in batches:
+                for j, b in enumerate(batches):
                     b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        micro_loss = model(**b, use_cache=False, num_items_in_batch=max(n_targets, 1)).loss
-                    micro_loss.backward()
+                    with dist_util.no_sync(engine, skip=j < len(batches) - 1):  # all-reduce on the last only
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                            micro_loss = engine(**b, use_cache=False, num_items_in_batch=max(n_targets, 1)).loss
+                        (micro_loss * info.world_size if info.enabled else micro_loss).backward()  # DDP averages
                     loss += micro_loss.detach()
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
-                loss_val, norm_val = torch.stack([loss.float(), norm.float()]).tolist()  # the one sync
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)  # synced grads
+                stop = float(sigint["stop"])
+                if info.enabled:  # the loss is a sum of per-rank parts; a Ctrl-C on any rank stops all
+                    loss_val, stop = dist_util.all_reduce_sum(torch.tensor([loss.item(), stop])).tolist()
+                    loss_val, norm_val = loss_val, norm.item()
+                else:
+                    loss_val, norm_val = torch.stack([loss.float(), norm.float()]).tolist()  # the one sync
                 ok = math.isfinite(loss_val) and math.isfinite(norm_val)
                 if ok:
                     optimizer.step()
@@ -215,8 +243,9 @@ def train(
                           "lr": lr, "target_tokens": n_targets, "tokens": tokens,
                           "tokens_per_s": tokens / dt, "memory_gb": round(_memory_gb(device), 3), "skipped": not ok}
                 state["history"].append(record)
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+                if main:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
                 rng = ckpt.capture_rng()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tokens / dt:,.0f}", mem=f"{record['memory_gb']:.2f}G")
@@ -229,18 +258,18 @@ def train(
                             "Lower learning_rate, or check the data and the base model's dtype."
                         )
                 if state["step"] % cfg.save_every == 0 and state["step"] < steps:
-                    ckpt.save_checkpoint(out_dir, model, optimizer, scheduler, state, rng, keep=cfg.keep_checkpoints)
+                    _save(out_dir, model, optimizer, scheduler, state, rng, cfg)
                 if on_step_end is not None:
                     on_step_end(record)
-                if sigint["stop"]:
+                if stop:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         optimizer.zero_grad(set_to_none=True)
-        path = ckpt.save_checkpoint(out_dir, model, optimizer, scheduler, state, rng, keep=cfg.keep_checkpoints)
+        path = _save(out_dir, model, optimizer, scheduler, state, rng, cfg)
         raise TrainingInterrupted(path, state["step"]) from None
     finally:
         bar.close()
-    plot_path = plot_losses(state["history"], out_dir / "loss.png")
+    plot_path = plot_losses(state["history"], out_dir / "loss.png") if main else None
     done = [r for r in state["history"] if not r["skipped"]]
     return TrainResult(
         steps=state["step"], final_loss=done[-1]["loss"] if done else float("nan"), tokens=state["tokens"],
@@ -249,6 +278,20 @@ def train(
         skipped_steps=sum(r["skipped"] for r in state["history"]), history=state["history"],
         log_path=log_path, plot_path=plot_path,
     )
+
+
+def _save(out_dir: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any],
+          rng: dict[str, Any], cfg: TrainConfig) -> Path:
+    """Rank 0 writes the checkpoint (with every rank's RNG); the others wait until it is complete."""
+    info = dist_util.current()
+    rngs = dist_util.all_gather_objects(rng) if info.enabled else rng
+    state["samples"] = state["step"] * cfg.grad_accum_steps * cfg.micro_batch_size  # global data position
+    state["world_size"] = info.world_size
+    path = ckpt.checkpoints_dir(out_dir) / f"step-{state['step']:06d}"
+    if info.is_main:
+        path = ckpt.save_checkpoint(out_dir, model, optimizer, scheduler, state, rngs, keep=cfg.keep_checkpoints)
+    dist_util.barrier()
+    return path
 
 
 def _check_resumable(saved: dict[str, Any], fingerprint: str, cfg: TrainConfig, path: Path) -> None:

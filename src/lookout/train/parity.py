@@ -22,6 +22,18 @@ LOSS_RTOL = 1e-2  # per step, relative
 # tolerance in torch.testing (2**-6). Per element it is not a fair bound after AdamW: Adam normalises each
 # update, so an element whose gradient is below bf16 noise moves by about lr in a random direction.
 BF16_RTOL = 1.6e-2
+# First-step LoRA gradients, the numerics without Adam in between. Relative Frobenius error per tensor
+# (lora_B: lora_A's first gradient is exactly zero because lora_B starts at zero, checked separately).
+# bf16 (GPU): the median tensor within bf16's tolerance, the worst within 4x that (the gap compounds
+# through up to 16 layers of a bf16 backward whose rounding order differs: fused vs separate matmuls).
+# fp32 (CPU): every tensor within 1e-4 (both sides run the same math in fp32).
+GRAD_RTOL_BF16_MEDIAN, GRAD_RTOL_BF16_MAX = BF16_RTOL, 4 * BF16_RTOL
+GRAD_RTOL_FP32 = 1e-4
+# After 30 AdamW steps in bf16 the per-tensor weight error is reported (median, p90, max) and judged by
+# the same BF16_RTOL bar, but on the GPU it does not decide `passed`: Adam divides each gradient by its
+# own running RMS, so an element whose gradient sits at bf16 rounding level takes ~lr-sized steps whose
+# sign the rounding picks, and a 1-ulp difference becomes an O(lr) one. The loss curves and the
+# first-step gradients are the bars there. On the CPU (fp32) the weight bar still decides.
 
 
 def parity_conversations(n: int = 24) -> list[list[dict[str, str]]]:
@@ -65,7 +77,39 @@ def _reference_model(path: Path, r: int, alpha: int, seed: int, dtype: Any) -> A
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+    peft_model.train()  # transformers 5 checkpoints only in training mode
+    return peft_model
+
+
+def _first_step_grads(model: Any, batch: dict[str, Any], device: str, n_targets: int) -> dict[str, Any]:
+    """LoRA gradients of one forward/backward on `batch` (the loop's autocast and loss normalisation);
+    the gradients are cleared afterwards so training starts from the same state."""
+    import torch
+
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        loss = model(**batch, use_cache=False, num_items_in_batch=n_targets).loss
+    loss.backward()
+    grads = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            grads[n] = p.grad.detach().float().cpu().clone() if p.grad is not None else torch.zeros(p.shape)
+            p.grad = None
+    return grads
+
+
+def _rel_errors(patched: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
+    return {k: (patched[k] - ref).norm().item() / max(ref.norm().item(), 1e-30) for k, ref in reference.items()}
+
+
+def _distribution(errors: dict[str, float]) -> dict[str, Any]:
+    import statistics
+
+    vals = sorted(errors.values())
+    worst = max(errors, key=errors.get)
+    return {"n": len(vals), "median": statistics.median(vals), "p90": vals[min(len(vals) - 1, int(0.9 * len(vals)))],
+            "max": vals[-1], "worst": worst}
 
 
 def run_parity(
@@ -101,25 +145,47 @@ def run_parity(
         reference = _reference_model(base, cfg.lora_r, cfg.lora_alpha, seed, dtype)
         init_gap = max((a - b).abs().max().item() for a, b in zip(
             _lora_state(patched).values(), _lora_state(reference).values(), strict=True))
+        from lookout.train.chat_data import IGNORE_INDEX, collate
+
+        first = collate(rows[:micro_batch_size], tokenizer.pad_token_id)
+        n_targets = max(1, int((first["labels"][:, 1:] != IGNORE_INDEX).sum()))
+        grads = {name: _first_step_grads(model, first, device, n_targets)
+                 for name, model in (("patched", patched), ("reference", reference))}
         curves, weights = {}, {}
         for name, model in (("patched", patched), ("reference", reference)):
             result = train(model, rows, cfg, tmp / f"run-{name}", pad_token_id=tokenizer.pad_token_id)
             curves[name] = [r["loss"] for r in result.history]
             weights[name] = _lora_state(model)
     rel = [abs(a - b) / abs(b) for a, b in zip(curves["patched"], curves["reference"], strict=True)]
-    max_err, fro_err = {}, {}
+    max_err = {}
     for k, ref in weights["reference"].items():
-        diff = weights["patched"][k] - ref
-        max_err[k] = diff.abs().max().item() / max(ref.abs().max().item(), 1e-12)
-        fro_err[k] = diff.norm().item() / max(ref.norm().item(), 1e-12)
-    worst = max(fro_err, key=fro_err.get)
+        max_err[k] = (weights["patched"][k] - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
+    fro_err = _rel_errors(weights["patched"], weights["reference"])
+    weight_dist = _distribution(fro_err)
+    b_keys = [k for k in grads["reference"] if "lora_B" in k]
+    grad_b = _distribution(_rel_errors({k: grads["patched"][k] for k in b_keys},
+                                       {k: grads["reference"][k] for k in b_keys}))
+    grad_a_max_abs = max(max(g.abs().max().item() for k, g in grads[side].items() if "lora_A" in k)
+                         for side in ("patched", "reference"))
+    bf16 = device == "cuda"
+    loss_ok = max(rel) <= LOSS_RTOL
+    if bf16:
+        grad_ok = grad_b["median"] <= GRAD_RTOL_BF16_MEDIAN and grad_b["max"] <= GRAD_RTOL_BF16_MAX
+        grad_bars = {"median": GRAD_RTOL_BF16_MEDIAN, "max": GRAD_RTOL_BF16_MAX}
+    else:
+        grad_ok = grad_b["max"] <= GRAD_RTOL_FP32
+        grad_bars = {"max": GRAD_RTOL_FP32}
+    weights_ok = weight_dist["max"] <= BF16_RTOL
     return {
         "shape": shape, "steps": steps, "device": device, "rows": len(rows), "init_lora_max_abs_diff": init_gap,
         "loss_patched": curves["patched"], "loss_reference": curves["reference"],
-        "loss_max_rel_diff": max(rel), "lora_tensors": len(fro_err),
-        "lora_max_rel_fro_err": fro_err[worst], "lora_worst_tensor": worst,
+        "loss_max_rel_diff": max(rel), "loss_bar": LOSS_RTOL, "loss_ok": loss_ok,
+        "grad_lora_B": grad_b, "grad_bars": grad_bars, "grad_ok": grad_ok, "grad_lora_A_max_abs": grad_a_max_abs,
+        "lora_tensors": len(fro_err), "weights": weight_dist, "weights_bar": BF16_RTOL, "weights_ok": weights_ok,
+        "weights_decide": not bf16,
+        "lora_max_rel_fro_err": weight_dist["max"], "lora_worst_tensor": weight_dist["worst"],
         "lora_max_elem_err_of_scale": max(max_err.values()),
-        "passed": max(rel) <= LOSS_RTOL and fro_err[worst] <= BF16_RTOL,
+        "passed": loss_ok and grad_ok and (weights_ok or bf16),
     }
 
 
@@ -128,15 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", default="tiny", choices=["tiny", "llama-3.2-1b"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--max-seq-length", type=int, default=256)
-    ap.add_argument("--gradient-checkpointing", default="offload", choices=["offload", "true", "false"])
+    ap.add_argument("--gradient-checkpointing", default="offload", choices=["offload", "auto", "true", "false"])
     args = ap.parse_args(argv)
     gc = {"true": True, "false": False}.get(args.gradient_checkpointing, args.gradient_checkpointing)
     res = run_parity(args.shape, args.steps, max_seq_length=args.max_seq_length, gradient_checkpointing=gc)
     print("PARITY " + json.dumps(res))
-    print(f"{'PASS' if res['passed'] else 'FAIL'}: loss max rel diff {res['loss_max_rel_diff']:.2e} "
-          f"(limit {LOSS_RTOL}); LoRA worst relative error ||a-b||/||b|| {res['lora_max_rel_fro_err']:.2e} "
-          f"(limit {BF16_RTOL}, {res['lora_worst_tensor']}); largest single-element error "
-          f"{res['lora_max_elem_err_of_scale']:.2e} of its tensor's max")
+    g, w = res["grad_lora_B"], res["weights"]
+    print(f"loss curves: max rel diff {res['loss_max_rel_diff']:.2e} (bar {LOSS_RTOL}): "
+          f"{'ok' if res['loss_ok'] else 'FAIL'}")
+    print(f"first-step lora_B gradients, rel Fro error over {g['n']} tensors: median {g['median']:.2e}, "
+          f"p90 {g['p90']:.2e}, max {g['max']:.2e} ({g['worst']}); bars {res['grad_bars']}: "
+          f"{'ok' if res['grad_ok'] else 'FAIL'}; lora_A first gradients max |g| {res['grad_lora_A_max_abs']:.1e}")
+    print(f"LoRA weights after {res['steps']} steps, rel Fro error over {w['n']} tensors: median {w['median']:.2e}, "
+          f"p90 {w['p90']:.2e}, max {w['max']:.2e} ({w['worst']}); bar {BF16_RTOL} on the max: "
+          f"{'ok' if res['weights_ok'] else 'over'}"
+          f"{'' if res['weights_decide'] else ' (reported, not decisive in bf16: see parity.py)'}")
+    print("PASS" if res["passed"] else "FAIL")
     return 0 if res["passed"] else 1
 
 

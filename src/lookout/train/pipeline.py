@@ -2,6 +2,8 @@
 
 Inputs are checked before the model loads (a bad data line fails in a second, not after loading),
 and an output folder from another run is never overwritten: continue it with `resume=True`.
+Under `torchrun`/`accelerate launch` every rank runs this same function (DDP, see `distributed.py`);
+only rank 0 writes the adapter, the card and the summary.
 """
 
 from __future__ import annotations
@@ -45,15 +47,34 @@ def run(
     on_step_end: Any = None,
 ) -> dict[str, Any]:
     """Train an adapter and write it with a model card to `out`; returns the summary dict."""
+    from lookout.train import distributed
+
+    info, created = distributed.init_from_env()  # single process: a no-op
+    clean = False
+    try:
+        summary = _run(base, data, out, cfg, resume, on_step_end, info)
+        clean = True
+        return summary
+    finally:
+        distributed.shutdown(created, clean=clean)
+
+
+def _run(
+    base: str | Path, data: str | Path, out: str | Path, cfg: TrainConfig | None, resume: bool,
+    on_step_end: Any, info: Any,
+) -> dict[str, Any]:
+    from lookout.train import distributed
     from lookout.train.fast_llama import FastLlama
     from lookout.train.loop import train
     from lookout.train.ops import available_kernels, triton_active
 
     cfg = cfg or TrainConfig()
+    distributed.check_world_size(cfg.grad_accum_steps, info.world_size)  # before the model loads
     out = Path(out)
     base_name = resolve_base(base)
     conversations = chat_data.load_conversations(data)
     check_output_dir(out, resume)
+    distributed.barrier()  # every rank has checked `out` before rank 0 writes into it
     data_sha = chat_data.file_sha256(data)
 
     dtype = None if cfg.dtype == "auto" else _torch_dtype(cfg.dtype)
@@ -66,13 +87,11 @@ def run(
     model = FastLlama.get_peft_model(
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.target_modules,
         lora_dropout=cfg.lora_dropout, gradient_checkpointing=cfg.gradient_checkpointing,
-        random_state=cfg.seed, use_kernels=cfg.use_kernels,
+        memory_budget_gib=cfg.memory_budget_gib, random_state=cfg.seed, use_kernels=cfg.use_kernels,
     )
     out.mkdir(parents=True, exist_ok=True)
     result = train(model, rows, cfg, out, pad_token_id=tokenizer.pad_token_id, resume=resume,
                    on_step_end=on_step_end)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
     summary = {
         "base_model": str(base_name),
         "data": {"file": str(data), "sha256": data_sha, **{k: v for k, v in asdict(stats).items() if k != "extra"}},
@@ -86,9 +105,14 @@ def run(
                     "found": available_kernels()},
         "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "environment": _environment(),
+        "processes": info.world_size,
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "README.md").write_text(model_card(summary))
+    if info.is_main:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "README.md").write_text(model_card(summary))
+    distributed.barrier()
     return summary
 
 
@@ -105,7 +129,7 @@ def _environment() -> dict[str, str]:
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "peft": peft.__version__,
-           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+           "device": torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"}
     try:
         import bitsandbytes
 
@@ -132,7 +156,8 @@ tags: [lookout, lora, qlora]
 ---
 # Lookout LoRA adapter
 
-Trained with `lookout train` on {summary["finished_utc"]} UTC ({summary["environment"]["device"]}).
+Trained with `lookout train` on {summary["finished_utc"]} UTC ({summary["environment"]["device"]}, \
+{summary.get("processes", 1)} process(es)).
 
 - **Base model:** `{summary["base_model"]}` (4-bit NF4, double quantization: {s["load_in_4bit"]})
 - **Data:** `{Path(d["file"]).name}`, sha256 `{d["sha256"]}`; {d["conversations"]} conversations ->

@@ -12,20 +12,23 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# What the MuJoCo simulator renders (coloured primitives): always in train, sampled more often.
-SIM_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "orange", "purple", "white", "black")
-SIM_SHAPES: tuple[str, ...] = ("ball", "box", "cylinder", "capsule", "cone")
+from lookout.sim.config import COLORS as _SIM_COLORS
+from lookout.sim.config import SHAPES as _SIM_SHAPES
 
-COLOURS: tuple[str, ...] = (*SIM_COLOURS, "pink", "brown", "grey", "gray", "silver", "gold")
+# What the MuJoCo simulator renders (coloured primitives): always in train, sampled more often.
+SIM_COLOURS: tuple[str, ...] = tuple(_SIM_COLORS)
+SIM_SHAPES: tuple[str, ...] = tuple(_SIM_SHAPES)
+
+COLOURS: tuple[str, ...] = tuple(dict.fromkeys((*SIM_COLOURS, "pink", "brown", "grey", "gray", "silver", "gold")))
 
 # Nouns that take a colour. Synonyms are kept as said (the detector resolves them); the groups
 # are listed so the dataset card and the detector's evaluation can name them.
-COLOURED_NOUNS: tuple[str, ...] = (
+COLOURED_NOUNS: tuple[str, ...] = tuple(dict.fromkeys((
     *SIM_SHAPES,
-    "cube", "block", "sphere", "cup", "mug", "bottle", "can", "chair", "bag", "backpack", "book",
+    "capsule", "cube", "block", "sphere", "cup", "mug", "bottle", "can", "chair", "bag", "backpack", "book",
     "bucket", "crate", "bin", "trash can", "toy car", "umbrella", "hat", "pillow", "towel", "balloon",
     "basket", "lamp", "shoe", "helmet", "notebook", "teddy bear", "traffic cone", "jacket", "box lid",
-)
+)))
 # Nouns usually named without a colour.
 PLAIN_NOUNS: tuple[str, ...] = ("person", "door", "table", "dog", "cat", "sofa", "plant", "laptop", "charging dock")
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -99,8 +102,8 @@ def article(word: str, definite_ok: bool = True, rng: random.Random | None = Non
 
 # ---- numbers -----------------------------------------------------------------------------------
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 _TENS = {20: "twenty", 30: "thirty", 40: "forty", 50: "fifty", 60: "sixty", 70: "seventy", 80: "eighty", 90: "ninety"}
 NUMBER_WORDS: frozenset[str] = frozenset({*_ONES, *_TENS.values(), "hundred"})
 

@@ -1,0 +1,173 @@
+"""Build the tiny YOLO-World detector: render a labelled dataset in the simulator, train, save.
+
+The recipe uses the same code paths as real weights: the architecture is Ultralytics' `yolov8n-worldv2.yaml`,
+training is Ultralytics' own `train()` (its WorldTrainer) with the offline text encoder patched in through
+`world_text_encoder`, and the result is written with `save_model` so `Detector` loads it like any other file.
+Everything is seeded and runs on the CPU without downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURE = "yolov8n-worldv2.yaml"
+# The committed model's settings (models/tiny/detector_build.json): 22 min on the shared 2-core machine.
+DEFAULT_N_TRAIN = 320
+DEFAULT_N_VAL = 64
+DEFAULT_EPOCHS = 32  # the committed model: 32 epochs (val mAP50 0.70); 12 gave 0.31
+DEFAULT_IMGSZ = 256
+DEFAULT_BATCH = 16
+STALE_TEXT_CACHES = ("text_embeddings_clip_ViT-B_32.pt",)
+
+
+@dataclass
+class TinyDetectorBuild:
+    """What a build did: written next to the model as `detector_build.json`."""
+
+    command: str
+    out_path: str
+    seed: int
+    architecture: str
+    text_encoder: str
+    imgsz: int
+    epochs: int
+    batch: int
+    images_per_scene: int = 8
+    images: dict[str, int] = field(default_factory=dict)
+    boxes: dict[str, int] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    file_mb: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+    machine: str = ""
+
+
+def _offline_ultralytics() -> None:
+    """No downloads, no telemetry, no plots (plots fetch a font), no AMP check (it fetches a model)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"sync": False})
+
+
+def _remove_stale_text_caches(root: Path) -> None:
+    """Ultralytics caches text embeddings under a CLIP name whatever the encoder: never reuse one."""
+    for name in STALE_TEXT_CACHES:
+        for path in root.rglob(name):
+            path.unlink()
+
+
+def build_tiny_detector(
+    out_path: str | Path,
+    seed: int = 0,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    epochs: int = DEFAULT_EPOCHS,
+    imgsz: int = DEFAULT_IMGSZ,
+    workdir: str | Path | None = None,
+    *,
+    batch: int = DEFAULT_BATCH,
+    architecture: str = ARCHITECTURE,
+    images_per_scene: int = 8,
+    threads: int | None = None,
+    time_limit_min: float | None = None,
+    record: bool = True,
+    verbose: bool = False,
+) -> TinyDetectorBuild:
+    """Render `n_train + n_val` images (val from held-out scenes), train, save fp16 weights at `out_path`.
+
+    Writes `<out_path stem>_build.json` beside the model when `record` is true. `workdir` keeps the dataset
+    and Ultralytics' run folder (default: a temporary folder, deleted afterwards). `time_limit_min` hands
+    Ultralytics a wall-clock budget: it then fits the epoch count (and its learning-rate schedule) to the
+    measured speed, so `epochs` is replaced by what fits and the record says how many ran.
+    """
+    import torch
+
+    from lookout.perception.model_files import (
+        TEXT_ENCODER_KEY,
+        build_world_model,
+        save_model,
+        set_world_classes,
+        world_text_encoder,
+    )
+    from lookout.perception.text_encoders import OfflineTextEncoder
+    from lookout.sim.config import SimConfig
+    from lookout.sim.dataset import render_dataset
+
+    if n_train < 1 or n_val < 1:
+        raise ValueError(f"need at least one train and one val image, got n_train={n_train}, n_val={n_val}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if imgsz < 32 or imgsz % 32:
+        raise ValueError(f"imgsz must be a multiple of 32 (at least 32), got {imgsz}")
+    out_path = Path(out_path)
+    _offline_ultralytics()
+    # Ultralytics leaves torch at cpu_count - 1 threads (1 on a 2-core machine): use every core.
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    t_start = time.perf_counter()
+    own_tmp = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="lookout-tiny-det-")) if own_tmp else Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        n = n_train + n_val
+        data_root = work / f"dataset-s{seed}-n{n}"
+        if data_root.exists():
+            shutil.rmtree(data_root)
+        summary = render_dataset(data_root, n, seed=seed, config=SimConfig.default(),
+                                 val_fraction=n_val / n, images_per_scene=images_per_scene)
+        _remove_stale_text_caches(data_root)
+        t_rendered = time.perf_counter()
+
+        encoder = OfflineTextEncoder(dim=512, seed=0)
+        yolo = build_world_model(architecture, text_encoder=encoder, classes=summary.names, seed=seed)
+        run_dir = work / "runs"
+        with world_text_encoder(encoder):
+            yolo.train(
+                data=str(summary.data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device="cpu", workers=0,
+                seed=seed, deterministic=True, plots=False, amp=False, project=str(run_dir), name="train",
+                exist_ok=True, verbose=verbose, pretrained=False, optimizer="AdamW", lr0=0.002, warmup_epochs=1,
+                close_mosaic=max(1, epochs // 4), hsv_h=0.0, cache=True, val=False,
+                **({"time": time_limit_min / 60} if time_limit_min else {}),
+            )
+            epochs_run = int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1
+            metrics = _validation_metrics(yolo)
+        _remove_stale_text_caches(data_root)
+        # The trained file must say which encoder its head reads and carry the embeddings of its classes.
+        yolo.model.yaml[TEXT_ENCODER_KEY] = encoder.id
+        set_world_classes(yolo.model, summary.names, encoder.encode(summary.names))
+        save_model(yolo, out_path)
+        t_done = time.perf_counter()
+    finally:
+        if own_tmp:
+            shutil.rmtree(work, ignore_errors=True)
+
+    build = TinyDetectorBuild(
+        command=(f"python -c \"from lookout.perception.tiny_detector import build_tiny_detector; "
+                 f"build_tiny_detector('{out_path}', seed={seed}, n_train={n_train}, n_val={n_val}, "
+                 f"epochs={epochs}, imgsz={imgsz}, threads={threads}, time_limit_min={time_limit_min})\""),
+        out_path=str(out_path), seed=seed, architecture=architecture, text_encoder=encoder.id, imgsz=imgsz,
+        epochs=epochs_run, batch=batch, images_per_scene=images_per_scene, images=dict(summary.images), boxes=dict(summary.boxes),
+        classes=list(summary.names), metrics=metrics, file_mb=round(out_path.stat().st_size / 2**20, 2),
+        seconds={"render": round(t_rendered - t_start, 1), "train": round(t_done - t_rendered, 1),
+                 "total": round(t_done - t_start, 1)},
+        machine=f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
+    )
+    if record:
+        out_path.with_name(out_path.stem + "_build.json").write_text(json.dumps(asdict(build), indent=2) + "\n")
+    return build
+
+
+def _validation_metrics(yolo: Any) -> dict[str, float]:
+    """Ultralytics' own validation numbers for the final weights (held-out scenes of the rendered set)."""
+    metrics = getattr(getattr(yolo, "trainer", None), "metrics", None) or {}
+    keys = {"metrics/mAP50(B)": "val_mAP50", "metrics/mAP50-95(B)": "val_mAP50_95",
+            "metrics/precision(B)": "val_precision", "metrics/recall(B)": "val_recall"}
+    return {short: round(float(metrics[k]), 4) for k, short in keys.items() if k in metrics}
