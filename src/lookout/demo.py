@@ -35,7 +35,8 @@ def demo_script(world: WorldState, seed: int, targets: list[str] | None = None) 
     present = {o.phrase for o in world.objects}
     absent = next(f"{c} {s}" for s in reversed(SHAPES) for c in COLORS if f"{c} {s}" not in present)
     turns: list[dict[str, Any]] = [
-        {"say": f"find the {first.phrase}", "expect": [{"near_object": first.phrase}]},
+        # "find X" locates X (search until seen); "go to X" drives there: the dataset's semantics.
+        {"say": f"find the {first.phrase}", "expect": [{"in_view": first.phrase}]},
         {"say": f"now go to the {second.phrase}", "expect": [{"near_object": second.phrase}]},
         {"say": "come back", "expect": [{"returned_to_start": {"reference": "episode"}}]},
         {"say": f"look for the {absent}", "expect": [{"moved_at_least": {"degrees": 30}}]},

@@ -19,7 +19,7 @@ def build_tiny_cmd(
     steps: int | None = typer.Option(None, min=1, help="Training steps of the agent base (default: the recipe's)."),
     n_train: int = typer.Option(12000, "--n-train", min=1),
     n_val: int = typer.Option(400, "--n-val", min=1),
-    n_test: int = typer.Option(800, "--n-test", min=1),
+    n_test: int = typer.Option(500, "--n-test", min=1),
     adapter: bool = typer.Option(True, help="Train the QLoRA adapter when the trainer is available."),
     detector: bool = typer.Option(True, help="Build the tiny detector when its builder is available."),
 ) -> None:

@@ -24,7 +24,8 @@ from lookout.paths import models_dir, repo_root
 
 BUILD_INFO = "build.json"
 SIZE_LIMIT_BYTES = 20 * 1024 * 1024  # everything under models/tiny, committed to git
-DATASET_SIZES = {"train": 12000, "val": 400, "test": 800}
+DATASET_SIZES = {"train": 12000, "val": 400, "test": 500}
+VAL_ROWS_DURING_TRAINING = 200
 
 
 def tiny_dir() -> Path:
@@ -102,13 +103,16 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     step("tokenizer", t0, f"byte-level BPE, {len(tokenizer)} tokens")
 
     t0 = time.perf_counter()
-    model, stats = train_tiny_agent(train_rows, tokenizer, cfg, show_progress=show_progress)
+    val_rows = load_rows(info.files["val"])[:VAL_ROWS_DURING_TRAINING]
+    model, stats = train_tiny_agent(train_rows, tokenizer, cfg, show_progress=show_progress, val_rows=val_rows,
+                                    eval_every=max(1, cfg.steps // 6), log=log)
     base_dir = out / "agent-base"
     if base_dir.exists():
         shutil.rmtree(base_dir)
     save_agent_base(model, tokenizer, base_dir)
     step("agent-base", t0, f"{stats.n_params / 1e6:.2f} M parameters, {stats.steps} steps, final loss "
-         f"{stats.final_loss:.4f}, {stats.tokens_per_s:.0f} tokens/s, torch threads {cfg.threads}")
+         f"{stats.final_loss:.4f}, val teacher-forced exact {stats.val_exact[-1][1]:.3f}, "
+         f"{stats.tokens_per_s:.0f} tokens/s, torch threads {cfg.threads}")
 
     adapter_info: dict[str, Any] = {"status": "skipped"}
     t0 = time.perf_counter()
@@ -138,7 +142,8 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
         "tokenizer_tokens": len(tokenizer),
         "agent_base": {"config": asdict(cfg), "n_params": stats.n_params, "final_loss": round(stats.final_loss, 5),
                        "train_seconds": round(stats.seconds, 1), "tokens_per_s": round(stats.tokens_per_s),
-                       "loss_every_50_steps": [round(x, 4) for x in stats.losses[::50]]},
+                       "loss_every_50_steps": [round(x, 4) for x in stats.losses[::50]],
+                       "val_teacher_forced_exact": [[s, round(v, 4)] for s, v in stats.val_exact]},
         "agent_adapter": {k: v for k, v in adapter_info.items() if k != "detail"},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()
                     or platform.machine(), "torch_threads": cfg.threads},

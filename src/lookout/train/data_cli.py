@@ -15,7 +15,7 @@ def generate(
     seed: int = typer.Option(0, help="Everything (rows, held-out pairs) is a pure function of the seed."),
     n_train: int = typer.Option(12000, "--n-train", min=1),
     n_val: int = typer.Option(400, "--n-val", min=1),
-    n_test: int = typer.Option(800, "--n-test", min=1),
+    n_test: int = typer.Option(500, "--n-test", min=1),
     capabilities: Path | None = typer.Option(None, help="Robot capabilities YAML (default: config/robot.yaml)."),
 ) -> None:
     """Generate conversations (commands -> plans) with held-out pairs and phrasings in test."""

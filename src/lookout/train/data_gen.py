@@ -40,7 +40,7 @@ from lookout.train.phrasings import FIXED_TURNS, FIXED_TURNS_HELDOUT, FIXED_TURN
 from lookout.train.vocab import Target
 
 SPLITS = ("train", "val", "test")
-DEFAULT_SIZES = {"train": 12000, "val": 400, "test": 800}
+DEFAULT_SIZES = {"train": 12000, "val": 400, "test": 500}
 
 # ---- plans --------------------------------------------------------------------------------------
 
@@ -623,7 +623,7 @@ _CATEGORY_WEIGHTS: dict[str, float] = {
 }
 FIRST_TURN_CATEGORIES = list(_CATEGORY_WEIGHTS)
 FIRST_TURN_WEIGHTS = list(_CATEGORY_WEIGHTS.values())
-TURN_COUNT_WEIGHTS = {1: 50, 2: 32, 3: 18}
+TURN_COUNT_WEIGHTS = {1: 48, 2: 30, 3: 15, 4: 7}
 
 
 # ---- rows and splits ----------------------------------------------------------------------------
