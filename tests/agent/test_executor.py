@@ -103,7 +103,7 @@ def test_approach_uses_depth_when_given():
     assert abs(world.distance_to("red cup") - 0.5) < 0.1
 
 
-def test_a_target_that_disappears_stops_the_robot_and_fails():
+def test_a_target_that_disappears_is_looked_for_by_turning_then_fails_honestly():
     world = World([Thing("red cup", 3.0, 0.0)])
     ex = executor(timeouts={"lost_target_s": 1.5})
     ex.start(plan(APPROACH_CUP, phrases=["red cup"]), 0.0)
@@ -115,11 +115,35 @@ def test_a_target_that_disappears_stops_the_robot_and_fails():
             vanished_at.append(now)
 
     outs, now = run(ex, world, on_tick=hide)
-    after = [o for o in outs[int(2.0 * 15) + 2:]]
-    assert all(o.cmd == Velocity() for o in after)  # no driving blind
-    assert outs[-1].state == FAILED and "lost sight of the red cup" in outs[-1].reply
-    assert 1.5 <= now - vanished_at[0] <= 2.0
+    after = outs[int(2.0 * 15) + 2:]
+    assert all(o.cmd.linear_x == 0 for o in after)  # no driving blind
+    assert all(o.cmd == Velocity() for o in after[: int(1.4 * 15)])  # first it waits for the target
+    assert any(o.cmd.angular_z > 0 for o in after)  # then turns in place to find it again
+    assert outs[-1].state == FAILED and not outs[-1].success
+    assert "lost sight of the red cup and did not find it again" in outs[-1].reply
+    full_turn_s = 2 * math.pi / AgentConfig().control.search_angular_speed
+    assert 1.5 + full_turn_s <= now - vanished_at[0] <= 1.5 + 1.5 * full_turn_s
     assert world.distance_to("red cup") > 1.0
+
+
+def test_a_target_lost_for_a_moment_is_found_again_and_reached():
+    world = World([Thing("red cup", 3.0, 0.0, height=0.1)])
+    ex = executor(timeouts={"lost_target_s": 1.0})
+    ex.start(plan(APPROACH_CUP, phrases=["red cup"]), 0.0)
+    turned_away = []
+
+    def occlude(now, out):
+        if 2.0 < now < 5.0:
+            world.things[0].visible = False
+        elif now >= 5.0:
+            world.things[0].visible = True
+        if out.cmd.angular_z > 0 and out.cmd.linear_x == 0 and now > 3.0:
+            turned_away.append(now)
+
+    outs, _ = run(ex, world, on_tick=occlude)
+    assert turned_away  # it turned to look for the cup
+    assert outs[-1].state == SUCCEEDED, outs[-1].reply
+    assert abs(world.distance_to("red cup") - 0.5) < 0.12
 
 
 def test_turn_and_move_close_the_loop_on_odometry():

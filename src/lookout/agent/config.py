@@ -71,7 +71,7 @@ class ControlConfig(_Section):
     align_before_drive_rad: float = Field(0.35, gt=0, description="Turn in place while the bearing "
                                           "error is larger than this")
     distance_gain: float = Field(0.8, gt=0, description="m/s per m of distance error")
-    distance_tolerance_m: float = Field(0.08, gt=0, description="Approach ends within this of the stop distance")
+    distance_tolerance_m: float = Field(0.03, gt=0, description="Approach ends within this of the stop distance")
     turn_gain: float = Field(1.5, gt=0, description="rad/s per rad of heading error")
     turn_tolerance_deg: float = Field(3.0, gt=0, description="Turn ends within this heading error")
     move_gain: float = Field(1.0, gt=0, description="m/s per m of remaining distance")
@@ -79,13 +79,17 @@ class ControlConfig(_Section):
     come_back_tolerance_m: float = Field(0.15, gt=0, description="come_back ends within this of the start")
     min_linear_speed: float = Field(0.05, ge=0, description="Smallest useful forward speed (m/s)")
     min_angular_speed: float = Field(0.15, ge=0, description="Smallest useful rotation speed (rad/s)")
+    reacquire_turns: float = Field(1.0, ge=0, le=3, description="A target lost during approach is looked "
+                                   "for again by turning in place this many full turns before the step "
+                                   "fails (0: fail at once)")
 
 
 class TimeoutsConfig(_Section):
     search_s: float = Field(40.0, gt=0, description="search gives up after this")
     approach_s: float = Field(60.0, gt=0, description="approach gives up after this")
     report_s: float = Field(3.0, gt=0, description="report answers 'cannot tell' without frames after this")
-    lost_target_s: float = Field(2.0, gt=0, description="approach fails when the target is unseen this long")
+    lost_target_s: float = Field(2.0, gt=0, description="approach stops looking ahead and turns to look "
+                                 "for a target unseen this long")
     motion_base_s: float = Field(5.0, gt=0, description="turn/move/come_back timeout: base ...")
     motion_factor: float = Field(3.0, ge=1, description="... plus this times the nominal duration")
 

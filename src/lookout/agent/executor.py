@@ -65,6 +65,7 @@ class _StepRun:
     consecutive: int = 0
     last_frame_seq: int = -1
     lost_since: float | None = None
+    reacquire_from: float | None = None  # `turned` when the turning to find a lost target began
     frames: list[bool] = field(default_factory=list)
     start_pose: Odometry | None = None
     prev_yaw: float | None = None
@@ -356,14 +357,16 @@ class Executor:
     def _step_approach(self, step: Any, now: float) -> tuple[Velocity, str, str]:
         run, ctl, per = self.run, self.cfg.control, self.cfg.perception
         assert run is not None
+        self._rotation_progress()
         seen = self._best(self.frame, step.target) if self._frame_fresh(now) else None
         if seen is None:
             run.lost_since = run.lost_since if run.lost_since is not None else now
             run.consecutive = 0
-            if now - run.lost_since > self.cfg.timeouts.lost_target_s:
-                return STOP, "failed", f"I lost sight of the {step.target}."
-            return STOP, "running", f"the {step.target} is out of view"
+            if now - run.lost_since <= self.cfg.timeouts.lost_target_s:
+                return STOP, "running", f"the {step.target} is out of view"
+            return self._reacquire(step)
         run.lost_since = None
+        run.reacquire_from = None
         det, depth = seen
         res = self.frame.result
         bearing = self.camera.bearing(det, res.image_width, res.image_height)
@@ -393,6 +396,17 @@ class Executor:
         linear = self._speed(ctl.distance_gain * error, ctl.min_linear_speed, ctl.approach_linear_speed)
         linear *= max(math.cos(bearing), 0.0)
         return Velocity(linear, angular), "running", f"approaching the {step.target}: {distance:.2f} m"
+
+    def _reacquire(self, step: Any) -> tuple[Velocity, str, str]:
+        """Turn in place to find a target lost during approach; fail honestly after `reacquire_turns`."""
+        run, ctl = self.run, self.cfg.control
+        assert run is not None
+        if run.reacquire_from is None:
+            run.reacquire_from = run.turned
+        if self.odom is None or abs(run.turned - run.reacquire_from) >= 2 * math.pi * ctl.reacquire_turns:
+            again = " and did not find it again" if ctl.reacquire_turns > 0 and self.odom is not None else ""
+            return STOP, "failed", f"I lost sight of the {step.target}{again}."
+        return Velocity(0.0, ctl.search_angular_speed), "running", f"lost the {step.target}, looking for it again"
 
     def _step_turn(self, step: Any, now: float) -> tuple[Velocity, str, str]:
         run, ctl = self.run, self.cfg.control

@@ -28,8 +28,10 @@ from lookout.agent.config import ModelConfig, resolve_path
 from lookout.agent.decoding import make_decoder, unwrap_causal_lm
 from lookout.agent.dialogue import Turn
 from lookout.agent.grammar import PlanGrammar
+from lookout.agent.nf4_cpu import repair_cpu_nf4
 from lookout.agent.plan import PlanBase, PlanError, parse_plan
 from lookout.agent.prompt import system_prompt
+from lookout.hf_loading import HF_LOAD_LOCK, check_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,13 @@ def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    with HF_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    check_causal_lm(model, str(path))
+    if cfg.load_in_4bit and device.type == "cpu":
+        repair_cpu_nf4(model)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
     if not tokenizer.chat_template:
         raise ModelNotFoundError(f"tokenizer in {path} has no chat template (install LLAMA3_CHAT_TEMPLATE)")
     return model, tokenizer
@@ -180,9 +186,12 @@ class Planner:
         _check_model_dir(path, "adapter")
         with self._lock:
             if hasattr(self.model, "load_adapter") and hasattr(self.model, "peft_config"):
-                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+                with HF_LOAD_LOCK:
+                    self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             else:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+                with HF_LOAD_LOCK:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
+                                                           is_trainable=False)
                 self.model.eval()
             self.adapters[name] = str(path)
             if activate:

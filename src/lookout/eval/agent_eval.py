@@ -166,8 +166,10 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
 
 
 def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit: bool | None = None,
-               cpu_threads: int = 0, caps: Capabilities | None = None) -> tuple[PlanFn, str]:
-    """A PlanFn over the agent's Planner loaded from a registry profile, and a label of how it decodes."""
+               cpu_threads: int = 0, caps: Capabilities | None = None, base: str | None = None,
+               adapter: str | None = None) -> tuple[PlanFn, str]:
+    """A PlanFn over the agent's Planner loaded from a registry profile (`base`/`adapter` override its
+    folders: evaluate a fresh training run without editing the registry), and a label of how it decodes."""
     from lookout.agent.config import ModelConfig
     from lookout.agent.dialogue import Turn
     from lookout.agent.planner import Planner
@@ -176,7 +178,9 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
     files = load_profile(profile, parts=("agent",)).agent
     assert files is not None
     four_bit = files.load_in_4bit if load_in_4bit is None else load_in_4bit
-    cfg = ModelConfig(base=files.base, adapter=str(files.adapter) if files.adapter else "",
+    base = base or files.base
+    adapter = str(files.adapter or "") if adapter is None else adapter
+    cfg = ModelConfig(base=base, adapter=adapter, adapter_required=bool(adapter) and adapter != str(files.adapter or ""),
                       load_in_4bit=four_bit, device="cpu", cpu_threads=cpu_threads)
     planner = Planner(cfg, caps or Capabilities.default(), constrained=constrained)
 
@@ -185,7 +189,7 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
         return result.raw_text, result.error
 
     label = (f"Planner, {'grammar-constrained' if constrained else 'unconstrained'} greedy, "
-             f"{'4-bit NF4' if four_bit else 'fp32'} base{', adapter ' + str(files.adapter) if files.adapter else ''}")
+             f"{'4-bit NF4' if four_bit else 'fp32'} base {base}{', adapter ' + adapter if adapter else ''}")
     return fn, label
 
 

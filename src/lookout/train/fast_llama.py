@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from lookout.hf_loading import HF_LOAD_LOCK, check_causal_lm
+
 log = logging.getLogger(__name__)
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -112,11 +114,13 @@ class FastLlama:
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=dtype,
             )
-        model = AutoModelForCausalLM.from_pretrained(
-            name, quantization_config=quant, dtype=dtype, device_map=device_map,
-            attn_implementation=attn_implementation, local_files_only=local_only,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        with HF_LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                name, quantization_config=quant, dtype=dtype, device_map=device_map,
+                attn_implementation=attn_implementation, local_files_only=local_only,
+            )
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        check_causal_lm(model, str(name))
         tokenizer.model_max_length = max_seq_length
         tokenizer.padding_side = "right"
         if tokenizer.pad_token is None:

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lookout.hf_loading import HF_LOAD_LOCK, check_causal_lm
+
 LOSS_RTOL = 1e-2  # per step, relative
 # "Within bf16 tolerance" for a LoRA tensor: ||patched - reference|| / ||reference|| <= bf16's relative
 # tolerance in torch.testing (2**-6). Per element it is not a fair bound after AdamW: Adam normalises each
@@ -69,8 +71,11 @@ def _reference_model(path: Path, r: int, alpha: int, seed: int, dtype: Any) -> A
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=dtype)
     device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=dtype, device_map=device_map,
-                                                 attn_implementation="sdpa", local_files_only=True)
+    with HF_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=dtype,
+                                                     device_map=device_map, attn_implementation="sdpa",
+                                                     local_files_only=True)
+    check_causal_lm(model, str(path))
     model.config.use_cache = False
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
