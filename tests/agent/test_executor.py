@@ -146,6 +146,40 @@ def test_a_target_lost_for_a_moment_is_found_again_and_reached():
     assert abs(world.distance_to("red cup") - 0.5) < 0.12
 
 
+def test_approach_keeps_a_target_whose_score_fades_as_it_fills_the_view():
+    # Scores fall from 0.9 to 0.15 on the way in (min_score 0.35): the overlapping low-score boxes keep it.
+    world = World([Thing("red cup", 3.0, 0.0, height=0.1)])
+    ex = executor(timeouts={"lost_target_s": 1.0})
+    ex.start(plan(APPROACH_CUP, phrases=["red cup"]), 0.0)
+
+    def fade(now, out):
+        world.things[0].score = 0.15 if world.distance_to("red cup") < 2.0 else 0.9
+
+    outs, _ = run(ex, world, on_tick=fade)
+    assert outs[-1].state == SUCCEEDED, outs[-1].reply
+    assert abs(world.distance_to("red cup") - 0.5) < 0.12
+
+
+def test_a_low_score_box_never_starts_a_target_and_far_below_the_floor_ends_it():
+    weak = World([Thing("red cup", 2.0, 0.0, score=0.15)])
+    ex = executor(timeouts={"search_s": 4.0})
+    ex.start(plan(SEARCH_CUP, phrases=["red cup"]), 0.0)
+    outs, _ = run(ex, weak, odometry=False)
+    assert outs[-1].state == FAILED  # search needs min_score: a weak box is not "found"
+
+    world = World([Thing("red cup", 3.0, 0.0)])
+    ex = executor(timeouts={"lost_target_s": 1.0}, control={"reacquire_turns": 0})
+    ex.start(plan(APPROACH_CUP, phrases=["red cup"]), 0.0)
+
+    def vanish(now, out):
+        if world.distance_to("red cup") < 2.0:
+            world.things[0].score = 0.05  # below 0.35 x 0.25
+
+    outs, _ = run(ex, world, on_tick=vanish)
+    assert outs[-1].state == FAILED and "lost sight of the red cup." in outs[-1].reply
+    assert world.distance_to("red cup") > 1.5
+
+
 def test_turn_and_move_close_the_loop_on_odometry():
     world = World([])
     ex = executor()

@@ -53,6 +53,11 @@ class CameraConfig(_Section):
 
 class PerceptionConfig(_Section):
     min_score: float = Field(0.35, ge=0, le=1, description="Detections below this score are ignored")
+    keep_score_ratio: float = Field(0.25, gt=0, le=1, description="A target being approached stays tracked "
+                                    "down to this fraction of min_score while its box overlaps the last one "
+                                    "(ByteTrack's second threshold; the detector must publish that low)")
+    keep_min_iou: float = Field(0.3, gt=0, le=1, description="Overlap with the last box that keeps a "
+                                "low-score detection on the target")
     confirm_frames: int = Field(3, ge=1, le=30, description="Consecutive frames a target must be seen "
                                 "before search succeeds")
     report_frames: int = Field(3, ge=1, le=30, description="Fresh frames report looks at before answering")

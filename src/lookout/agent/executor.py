@@ -66,6 +66,7 @@ class _StepRun:
     last_frame_seq: int = -1
     lost_since: float | None = None
     reacquire_from: float | None = None  # `turned` when the turning to find a lost target began
+    last_box: Detection | None = None  # the target's box in the last frame it was seen (approach)
     frames: list[bool] = field(default_factory=list)
     start_pose: Odometry | None = None
     prev_yaw: float | None = None
@@ -306,11 +307,23 @@ class Executor:
             if det.phrase != phrase or det.score < self.cfg.perception.min_score:
                 continue
             if best is None or det.score > best[0].score:
-                depth = None
-                if frame.depths is not None and i < len(frame.depths):
-                    d = frame.depths[i]
-                    depth = d if d is not None and math.isfinite(d) and d > 0 else None
-                best = (det, depth)
+                best = (det, _depth(frame, i))
+        return best
+
+    def _kept(self, frame: _Frame, phrase: str, last: Detection | None) -> tuple[Detection, float | None] | None:
+        """A low-score box that overlaps the target's box of the previous frame most (two-threshold
+        tracking, as in ByteTrack): a detector's confidence often drops as an object fills the view."""
+        per = self.cfg.perception
+        if last is None or self.run is None or self.run.lost_since is not None:
+            return None
+        floor = per.min_score * per.keep_score_ratio
+        best, best_iou = None, per.keep_min_iou
+        for i, det in enumerate(frame.result.detections):
+            if det.phrase != phrase or det.score < floor:
+                continue
+            overlap = _iou(det, last)
+            if overlap >= best_iou:
+                best, best_iou = (det, _depth(frame, i)), overlap
         return best
 
     def _frame_fresh(self, now: float) -> bool:
@@ -358,7 +371,10 @@ class Executor:
         run, ctl, per = self.run, self.cfg.control, self.cfg.perception
         assert run is not None
         self._rotation_progress()
-        seen = self._best(self.frame, step.target) if self._frame_fresh(now) else None
+        seen = None
+        if self._frame_fresh(now):
+            seen = self._best(self.frame, step.target) or self._kept(self.frame, step.target, run.last_box)
+        run.last_box = seen[0] if seen is not None else run.last_box
         if seen is None:
             run.lost_since = run.lost_since if run.lost_since is not None else now
             run.consecutive = 0
@@ -491,6 +507,22 @@ class Executor:
 
     def _step_stop(self, step: Any, now: float) -> tuple[Velocity, str, str]:
         return STOP, "done", "stopped"
+
+
+def _depth(frame: _Frame, i: int) -> float | None:
+    """The depth of detection `i` when the frame has a valid one."""
+    if frame.depths is None or i >= len(frame.depths):
+        return None
+    d = frame.depths[i]
+    return d if d is not None and math.isfinite(d) and d > 0 else None
+
+
+def _iou(a: Detection, b: Detection) -> float:
+    w = min(a.x_max, b.x_max) - max(a.x_min, b.x_min)
+    h = min(a.y_max, b.y_max) - max(a.y_min, b.y_min)
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a.x_max - a.x_min) * (a.y_max - a.y_min) + (b.x_max - b.x_min) * (b.y_max - b.y_min) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _join(items: list[str]) -> str:

@@ -150,7 +150,8 @@ def load_detector(profile: str, sim_cfg: SimConfig, opts: HarnessOptions) -> Any
     overrides: dict[str, Any] = {"model": str(files.weights), "text_encoder": files.text_encoder, "imgsz": imgsz,
                                  "embedding_cache_dir": "", "tracker": False}
     if opts.min_score is not None:
-        overrides["conf"] = opts.min_score
+        # low enough for the boxes an approach keeps its target with (perception.keep_score_ratio)
+        overrides["conf"] = opts.min_score * AgentConfig.default().perception.keep_score_ratio
     return Detector.from_config(load_detector_config(**overrides))
 
 
