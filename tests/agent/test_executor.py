@@ -180,6 +180,25 @@ def test_a_low_score_box_never_starts_a_target_and_far_below_the_floor_ends_it()
     assert world.distance_to("red cup") > 1.5
 
 
+@pytest.mark.parametrize("steps", [[{"action": "move", "meters": 1.5}], [APPROACH_CUP]])
+def test_a_blocked_robot_stops_and_says_so_instead_of_pushing_until_the_timeout(steps):
+    world = World([Thing("red cup", 3.0, 0.0, height=0.1)])
+    ex = executor()
+    ex.start(plan(*steps, phrases=["red cup"] if steps[0]["action"] == "approach" else []), 0.0)
+    blocked_at = []
+
+    def wall(now, out):  # an obstacle the camera does not report, 0.4 m ahead
+        if world.x > 0.4:
+            world.x = 0.4
+            blocked_at.append(now)
+
+    outs, now = run(ex, world, on_tick=wall)
+    assert outs[-1].state == FAILED and not outs[-1].success
+    assert "blocked" in outs[-1].reply and outs[-1].cmd == Velocity()
+    stall_s = AgentConfig().timeouts.stall_s
+    assert stall_s - 0.2 <= now - blocked_at[0] <= stall_s + 0.5  # the window starts at the last 3 cm of motion
+
+
 def test_turn_and_move_close_the_loop_on_odometry():
     world = World([])
     ex = executor()

@@ -95,6 +95,8 @@ class TimeoutsConfig(_Section):
     report_s: float = Field(3.0, gt=0, description="report answers 'cannot tell' without frames after this")
     lost_target_s: float = Field(2.0, gt=0, description="approach stops looking ahead and turns to look "
                                  "for a target unseen this long")
+    stall_s: float = Field(3.0, ge=0, description="approach, move and come_back fail when odometry shows "
+                           "no motion this long while they drive (blocked); 0 never")
     motion_base_s: float = Field(5.0, gt=0, description="turn/move/come_back timeout: base ...")
     motion_factor: float = Field(3.0, ge=1, description="... plus this times the nominal duration")
 

@@ -28,6 +28,8 @@ IDLE, EXECUTING, SUCCEEDED, FAILED, CANCELLED, ESTOPPED = (
     "idle", "executing", "succeeded", "failed", "cancelled", "estopped")
 _ODOMETRY_STEPS = ("turn", "move", "come_back")
 _PERCEPTION_STEPS = ("search", "approach", "report")
+_DRIVING_STEPS = ("approach", "move", "come_back")
+STALL_DISTANCE_M = 0.03  # less than this over `timeouts.stall_s` of driving: blocked
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class _StepRun:
     lost_since: float | None = None
     reacquire_from: float | None = None  # `turned` when the turning to find a lost target began
     last_box: Detection | None = None  # the target's box in the last frame it was seen (approach)
+    drive_since: float | None = None  # driving without odometry showing motion since (stall check)
+    drive_pose: Odometry | None = None
     frames: list[bool] = field(default_factory=list)
     start_pose: Odometry | None = None
     prev_yaw: float | None = None
@@ -232,6 +236,10 @@ class Executor:
                                           needs_detections=needs_det, needs_odometry=needs_odom)
             if why and self.state == EXECUTING:
                 self.message = why
+            if self.state == EXECUTING and step.action in _DRIVING_STEPS and self._stalled(safe, now):
+                self._finish(FAILED, False, f"I'm blocked: I could not {_step_text(step)} (no motion for "
+                                            f"{self.cfg.timeouts.stall_s:g} s while driving), so I stopped.")
+                safe = STOP
             self.last_cmd = safe
             return self._output(safe)
 
@@ -325,6 +333,20 @@ class Executor:
             if overlap >= best_iou:
                 best, best_iou = (det, _depth(frame, i)), overlap
         return best
+
+    def _stalled(self, cmd: Velocity, now: float) -> bool:
+        """Whether the robot has been told to drive for `stall_s` while odometry shows it not moving."""
+        run, limit = self.run, self.cfg.timeouts.stall_s
+        assert run is not None
+        if limit <= 0 or self.odom is None or cmd.linear_x == 0.0:
+            run.drive_since = None
+            return False
+        p = self.odom
+        if run.drive_since is None or run.drive_pose is None or \
+                math.hypot(p.x - run.drive_pose.x, p.y - run.drive_pose.y) >= STALL_DISTANCE_M:
+            run.drive_since, run.drive_pose = now, p
+            return False
+        return now - run.drive_since > limit
 
     def _frame_fresh(self, now: float) -> bool:
         return self.frame is not None and now - self.frame.received <= self.cfg.watchdog.detections_s
