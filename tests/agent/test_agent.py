@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from lookout.agent.agent import PLANNING, Agent
+from lookout.agent.agent import IDLE, PLANNING, WAITING_FOR_DETECTOR, Agent
 from lookout.agent.config import AgentConfig
 from lookout.agent.motion import Velocity
 
@@ -83,6 +83,20 @@ def test_a_command_is_planned_then_the_detector_is_set_then_the_robot_moves(scri
     assert outcome.plan_json == SCRIPT[0][2]
     assert "found the red cup" in outcome.reply and "reached the red cup" in outcome.reply
     assert abs(world.distance_to("red cup") - 0.5) < 0.15
+    agent.shutdown()
+
+
+def test_every_phase_change_is_reported_however_short(scripted_planner):
+    world, clock = World([Thing("red cup", 2.0, -1.0)]), SimClock()
+    phases: list[str] = []
+    agent = Agent(AgentConfig(), scripted_planner.caps, lambda: scripted_planner, Detector(world), clock,
+                  on_phase=phases.append)
+    agent.load_model_async()
+    assert agent.wait_model(60)
+    cid = agent.submit("find the red cup")
+    assert wait_for(lambda: phases[-1:] == [IDLE], 30)  # planned, phrases set: the executor has it
+    assert phases[:3] == [PLANNING, WAITING_FOR_DETECTOR, IDLE]
+    assert agent.status().state == "executing" and agent.outcome(cid) is None
     agent.shutdown()
 
 

@@ -80,7 +80,8 @@ class Agent:
     def __init__(self, cfg: AgentConfig, caps: Capabilities, planner_factory: Callable[[], Any],
                  set_classes: SetClasses, clock: Callable[[], float], *,
                  on_plan: Callable[[int, str, PlanBase, Any], None] | None = None,
-                 on_outcome: Callable[[CommandOutcome], None] | None = None) -> None:
+                 on_outcome: Callable[[CommandOutcome], None] | None = None,
+                 on_phase: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.caps = caps
         self.executor = Executor(cfg, caps)
@@ -90,6 +91,7 @@ class Agent:
         self._clock = clock
         self._on_plan = on_plan
         self._on_outcome = on_outcome
+        self._on_phase = on_phase  # planning / waiting_for_detector / idle changes (short: status may miss them)
         self._lock = threading.RLock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookout-planner")
         self.planner: Any = None
@@ -101,6 +103,12 @@ class Agent:
         self._executing: _Command | None = None  # the command whose plan the executor runs
         self._outcomes: OrderedDict[int, CommandOutcome] = OrderedDict()
         self._outcome_cv = threading.Condition(self._lock)
+
+    def _set_phase(self, phase: str) -> None:
+        if phase != self._phase:
+            self._phase = phase
+            if self._on_phase is not None:
+                self._on_phase(phase)
 
     # --- model -------------------------------------------------------------------------------
     def load_model_async(self) -> None:
@@ -140,14 +148,14 @@ class Agent:
                 self.dialogue.add(clean.text, plan.to_json())
                 if self._on_plan:
                     self._on_plan(cmd.cid, clean.text, plan, None)
-                self._phase = IDLE
+                self._set_phase(IDLE)
                 self._outcome(cmd, True, "Stopping.", plan.to_json(), "succeeded")
                 return cmd.cid
             if not clean.text:
-                self._phase = IDLE
+                self._set_phase(IDLE)
                 self._outcome(cmd, False, "I did not get a command.", "", "failed")
                 return cmd.cid
-            self._phase = PLANNING
+            self._set_phase(PLANNING)
         self._worker.submit(self._plan_job, cmd)
         return cmd.cid
 
@@ -156,7 +164,7 @@ class Agent:
         with self._lock:
             self._supersede(self._clock(), reason)
             self._current = None
-            self._phase = IDLE
+            self._set_phase(IDLE)
 
     def _supersede(self, now: float, reason: str) -> None:
         """End the current command, if any (called with the lock held)."""
@@ -177,7 +185,7 @@ class Agent:
         if not self._ensure_planner():
             with self._lock:
                 if self._is_current(cmd):
-                    self._phase = IDLE
+                    self._set_phase(IDLE)
                     self._outcome(cmd, False, f"My language model is not available ({self.model_error}).", "", "failed")
             return
         history = self.dialogue.last(self.cfg.model.history_turns)
@@ -187,7 +195,7 @@ class Agent:
             log.exception("planning failed")
             with self._lock:
                 if self._is_current(cmd):
-                    self._phase = IDLE
+                    self._set_phase(IDLE)
                     self._outcome(cmd, False, f"Planning failed ({type(exc).__name__}), so I am not moving.", "",
                                   "failed")
             return
@@ -195,7 +203,7 @@ class Agent:
             if not self._is_current(cmd):
                 return
             if result.plan is None:
-                self._phase = IDLE
+                self._set_phase(IDLE)
                 self._outcome(cmd, False, result.reply, "", "failed")
                 return
             plan = result.plan
@@ -204,7 +212,7 @@ class Agent:
             if self._on_plan:
                 self._on_plan(cmd.cid, cmd.text, plan, result)
             if plan.steps and plan.phrases:
-                self._phase = WAITING_FOR_DETECTOR
+                self._set_phase(WAITING_FOR_DETECTOR)
         if plan.steps and plan.phrases:
             try:
                 ok, message = self._set_classes(list(plan.phrases))
@@ -214,14 +222,14 @@ class Agent:
                 if not self._is_current(cmd):
                     return
                 if not ok:
-                    self._phase = IDLE
+                    self._set_phase(IDLE)
                     self._outcome(cmd, False, f"I could not tell the detector to look for {', '.join(plan.phrases)} "
                                   f"({message}), so I am not moving.", plan.to_json(), "failed")
                     return
         with self._lock:
             if not self._is_current(cmd):
                 return
-            self._phase = IDLE
+            self._set_phase(IDLE)
             self._executing = cmd
             out = self.executor.start(plan, self._clock())
             self._maybe_finish(out)
@@ -243,7 +251,7 @@ class Agent:
                 self._maybe_finish(out)
                 if cur is not None and not cur.done:
                     self._outcome(cur, False, "Emergency stop: I stopped and dropped the command.", "", "estopped")
-                self._phase = IDLE
+                self._set_phase(IDLE)
             else:
                 self.executor.set_estop(False, now)
             return STOP

@@ -77,10 +77,14 @@ class AgentNode(Node):
         self.set_classes_client = self.create_client(SetClasses, self.cfg.detector.set_classes_service,
                                                      callback_group=self._io_group)
 
-        self.agent = Agent(self.cfg, self.caps, self._make_planner, self._set_classes, self._now,
-                           on_plan=self._publish_plan, on_outcome=self._publish_outcome)
         self._last_status: AgentStatus | None = None
         self._last_status_time = 0.0
+        # cmd_vel is published from the control timer and the e-stop callback (different threads): one
+        # lock orders them, so a velocity computed before an e-stop is never published after its zero.
+        self._cmd_lock = threading.Lock()
+        self.agent = Agent(self.cfg, self.caps, self._make_planner, self._set_classes, self._now,
+                           on_plan=self._publish_plan, on_outcome=self._publish_outcome,
+                           on_phase=lambda _phase: self._publish_status(self.agent.status(), force=True))
         self._last_reply: tuple[int, str] | None = None
 
         self.create_subscription(Bool, "estop", self._on_estop, qos_profile_sensor_data,
@@ -161,14 +165,16 @@ class AgentNode(Node):
 
     # --- callbacks -----------------------------------------------------------------------------
     def _on_estop(self, msg: Bool) -> None:
-        cmd = self.agent.set_estop(bool(msg.data))
-        if msg.data:
-            self.cmd_pub.publish(twist(cmd))  # zero at once, not at the next control tick
+        with self._cmd_lock:
+            cmd = self.agent.set_estop(bool(msg.data))
+            if msg.data:
+                self.cmd_pub.publish(twist(cmd))  # zero at once, not at the next control tick
         self._publish_status(self.agent.status(), force=True)
 
     def _on_command(self, msg: String) -> None:
-        self.agent.submit(msg.data)
-        self.cmd_pub.publish(twist(Velocity()))  # whatever ran is cancelled: stop first
+        with self._cmd_lock:
+            self.agent.submit(msg.data)
+            self.cmd_pub.publish(twist(Velocity()))  # whatever ran is cancelled: stop first
         self._publish_status(self.agent.status(), force=True)
 
     def _on_detections(self, msg: DetectionArray) -> None:
@@ -180,8 +186,9 @@ class AgentNode(Node):
         self.agent.observe_odometry(Odometry(p.x, p.y, yaw_from_quaternion(q.x, q.y, q.z, q.w), stamp), self._now())
 
     def _on_timer(self) -> None:
-        tick = self.agent.tick(self._now())
-        self.cmd_pub.publish(twist(self.agent.executor.guard.clamp(tick.cmd)))
+        with self._cmd_lock:
+            tick = self.agent.tick(self._now())
+            self.cmd_pub.publish(twist(self.agent.executor.guard.clamp(tick.cmd)))
         self._publish_status(tick.status)
 
     def _publish_status(self, status: AgentStatus, force: bool = False) -> None:
@@ -196,8 +203,9 @@ class AgentNode(Node):
 
     def _execute(self, goal_handle: Any) -> ExecuteCommand.Result:
         """Action goal: run the command, stream feedback, return how it ended."""
-        cid = self.agent.submit(goal_handle.request.command)
-        self.cmd_pub.publish(twist(Velocity()))
+        with self._cmd_lock:
+            cid = self.agent.submit(goal_handle.request.command)
+            self.cmd_pub.publish(twist(Velocity()))
         last = None
         outcome = None
         while rclpy.ok(context=self.context):
