@@ -179,8 +179,9 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
     assert files is not None
     four_bit = files.load_in_4bit if load_in_4bit is None else load_in_4bit
     base = base or files.base
-    adapter = str(files.adapter or "") if adapter is None else adapter
-    cfg = ModelConfig(base=base, adapter=adapter, adapter_required=bool(adapter) and adapter != str(files.adapter or ""),
+    explicit = adapter is not None  # an adapter named on the command line must exist
+    adapter = adapter if explicit else str(files.adapter or "")
+    cfg = ModelConfig(base=base, adapter=adapter, adapter_required=explicit and bool(adapter),
                       load_in_4bit=four_bit, device="cpu", cpu_threads=cpu_threads)
     planner = Planner(cfg, caps or Capabilities.default(), constrained=constrained)
 
