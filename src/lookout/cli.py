@@ -51,13 +51,15 @@ def demo(
     target: list[str] = typer.Option(["red ball", "blue box"], "--target",
                                      help="The two objects to visit (placed in the scene); repeat twice."),
     camera_hz: float = typer.Option(10.0, min=1.0, help="Camera frames per simulated second."),
+    ros: bool = typer.Option(False, "--ros", help="Through the ROS 2 nodes of launch/sim.launch.yaml over DDS, "
+                             "in real time, instead of the in-process closed loop."),
 ) -> None:
     """Simulated closed loop with the tiny models: a short dialogue, a video, a trajectory plot."""
     from lookout.demo import run_demo
     from lookout.models.registry import ModelFileError, RegistryError
 
     try:
-        summary = run_demo(out, seed=seed, profile=profile, camera_hz=camera_hz, targets=tuple(target))
+        summary = run_demo(out, seed=seed, profile=profile, camera_hz=camera_hz, targets=tuple(target), ros=ros)
     except (ModelFileError, RegistryError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None

@@ -36,13 +36,13 @@ def check_versions() -> str:
 def check_dds_round_trip() -> str:
     """Publish a DetectionArray from one node and receive it in another over the configured RMW."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-    from lookout.perception.types import Detection, DetectionResult
     from lookout_interfaces.msg import DetectionArray
     from lookout_ros.conversions import result_from_msg, result_to_msg
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Header
+
+    from lookout.perception.types import Detection, DetectionResult
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=int(os.environ.get("LOOKOUT_DOCTOR_DOMAIN", "77")))
@@ -66,8 +66,8 @@ def check_dds_round_trip() -> str:
             raise RuntimeError("no DetectionArray arrived within 10 s")
         back = result_from_msg(got[0]).detections[0]
         want = sent.detections[0]
-        if back.phrase != want.phrase or max(abs(a - b) for a, b in zip(back.xyxy, want.xyxy)) > 1e-3:
-            raise RuntimeError(f"round trip changed the detections: {back.detections}")
+        if back.phrase != want.phrase or max(abs(a - b) for a, b in zip(back.xyxy, want.xyxy, strict=True)) > 1e-3:
+            raise RuntimeError(f"round trip changed the detections: sent {want}, got {back}")
         ex.shutdown()
         pub_node.destroy_node()
         sub_node.destroy_node()
@@ -114,7 +114,6 @@ def check_bnb_4bit() -> str:
 
 def check_triton() -> str:
     import lookout_kernels
-
     import triton
 
     mode = "GPU" if lookout_kernels.available() and not lookout_kernels.interpret_mode() else "interpreter/CPU fallback"

@@ -7,6 +7,7 @@ first is safe, so every import of mujoco in Lookout goes through `load_mujoco()`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -24,10 +25,8 @@ def load_mujoco():
         os.environ["MUJOCO_GL"] = backend
         if backend == "osmesa":
             os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-        try:
+        with contextlib.suppress(ImportError):
             import triton._C.libtriton  # noqa: F401  (must be loaded before Mesa's LLVM)
-        except ImportError:
-            pass
     import mujoco
 
     return mujoco

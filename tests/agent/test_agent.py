@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from lookout.agent.agent import IDLE, PLANNING, WAITING_FOR_DETECTOR, Agent
 from lookout.agent.config import AgentConfig
 from lookout.agent.motion import Velocity
@@ -113,6 +115,22 @@ def test_follow_ups_use_the_dialogue_memory(scripted_planner):
     assert '"phrases":["blue cup"]' in turns[-1].assistant
     agent.cancel()
     assert agent.outcome(second).state == "cancelled"
+    agent.shutdown()
+
+
+def test_a_new_conversation_cancels_forgets_and_moves_home(scripted_planner):
+    world, clock = World([Thing("red cup", 2.0, -1.0)]), SimClock()
+    agent = make_agent(scripted_planner, world, clock)
+    drive(agent, world, clock, 0.2)
+    first = agent.submit("find the red cup")
+    assert wait_for(lambda: agent.status().state == "executing")
+    assert agent.executor.home is not None and len(agent.dialogue) == 1
+    world.x, world.y = 1.0, 0.5  # the robot is somewhere else when the next conversation starts
+    agent.reset_conversation()
+    assert agent.outcome(first).state == "cancelled" and agent.status().state == "cancelled"
+    assert len(agent.dialogue) == 0 and agent.executor.home is None
+    drive(agent, world, clock, 0.2)
+    assert (agent.executor.home.x, agent.executor.home.y) == pytest.approx((1.0, 0.5))
     agent.shutdown()
 
 

@@ -183,7 +183,7 @@ def test_a_low_score_box_never_starts_a_target_and_far_below_the_floor_ends_it()
 @pytest.mark.parametrize("steps", [[{"action": "move", "meters": 1.5}], [APPROACH_CUP]])
 def test_a_blocked_robot_stops_and_says_so_instead_of_pushing_until_the_timeout(steps):
     world = World([Thing("red cup", 3.0, 0.0, height=0.1)])
-    ex = executor()
+    ex = executor(control={"detours": 0})  # a move never detours; approach here is told not to
     ex.start(plan(*steps, phrases=["red cup"] if steps[0]["action"] == "approach" else []), 0.0)
     blocked_at = []
 
@@ -339,3 +339,40 @@ def test_a_new_plan_cancels_the_old_one_with_zero_velocity_first():
     assert first.cmd == Velocity() and first.state == EXECUTING and first.feedback.step.startswith("turn")
     out = ex.cancel(now, "Stopped by the user.")
     assert out.cmd == Velocity() and out.state == CANCELLED and out.reply == "Stopped by the user."
+
+
+def _post_at(world, x: float, y: float, reach: float):
+    """An obstacle the camera does not report: the base cannot come within `reach` of (x, y)."""
+    prev = [world.x, world.y]
+
+    def block(now, out):
+        if math.hypot(world.x - x, world.y - y) < reach:
+            world.x, world.y = prev
+        prev[:] = [world.x, world.y]
+
+    return block
+
+
+def test_approach_and_come_back_go_around_an_obstacle_they_cannot_see():
+    world = World([Thing("red cup", 3.0, 0.0, height=0.1)])
+    ex = executor()
+    ex.start(plan(APPROACH_CUP, {"action": "come_back"}, phrases=["red cup"]), 0.0)
+    outs, _ = run(ex, world, on_tick=_post_at(world, 1.5, 0.0, 0.4), limit_s=240)
+    assert outs[-1].state == SUCCEEDED, outs[-1].reply
+    assert math.hypot(world.x, world.y) < 0.2  # back home, past the post twice
+    assert any(o.cmd.linear_x < 0 for o in outs)  # it backed off
+    assert any("going around" in o.feedback.message or "blocked" in o.feedback.message for o in outs)
+
+
+def test_detours_are_bounded_then_the_step_fails_honestly():
+    world = World([Thing("red cup", 3.0, 0.0, height=0.1)])
+    ex = executor(control={"detours": 1})
+    ex.start(plan(APPROACH_CUP, phrases=["red cup"]), 0.0)
+
+    def wall(now, out):  # a wall across the whole room at x = 1
+        world.x = min(world.x, 1.0)
+
+    outs, _ = run(ex, world, on_tick=wall, limit_s=240)
+    assert outs[-1].state == FAILED and "blocked" in outs[-1].reply and outs[-1].cmd == Velocity()
+    backs = [i for i in range(1, len(outs)) if outs[i].cmd.linear_x < 0 <= outs[i - 1].cmd.linear_x]
+    assert len(backs) == 1  # one detour, then it gave up

@@ -13,8 +13,8 @@ from lookout.perception.config import DetectorConfig, load_detector_config, para
 def test_shipped_yaml_loads_and_names_every_field_but_the_optional_vocabulary():
     cfg = load_detector_config(config_dir() / "detector.yaml")
     raw = yaml.safe_load((config_dir() / "detector.yaml").read_text())["/**"]["ros__parameters"]
-    # `classes` stays commented out: ROS parameter files cannot hold an empty list.
-    assert set(raw) == set(DetectorConfig.model_fields) - {"classes"}
+    # `classes` and `contrast_phrases` stay commented out: ROS parameter files cannot hold an empty list.
+    assert set(raw) == set(DetectorConfig.model_fields) - {"classes", "contrast_phrases"}
     assert cfg.image_qos == "sensor_data" and cfg.classes == []
 
 
@@ -37,7 +37,7 @@ def test_parameter_specs_carry_types_ranges_and_choices():
     specs = {s.name: s for s in parameter_specs()}
     assert set(specs) == set(DetectorConfig.model_fields)
     assert (specs["conf"].kind, specs["conf"].minimum, specs["conf"].maximum) == ("float", 0.0, 1.0)
-    assert (specs["imgsz"].kind, specs["imgsz"].minimum, specs["imgsz"].step) == ("int", 32, 32)
+    assert (specs["imgsz"].kind, specs["imgsz"].minimum, specs["imgsz"].step) == ("int", 0, 32)  # 0: trained size
     assert specs["classes"].kind == "str_list" and specs["classes"].default == []
     assert specs["image_qos"].choices == ("sensor_data", "reliable")
     assert all(s.description for s in specs.values())

@@ -223,3 +223,53 @@ def test_letterbox_geometry_matches_ultralytics(shape):
         ref["right"],
     )
     assert geom.dst_h % 32 == 0 and geom.dst_w % 32 == 0
+
+
+def test_contrast_rule_keeps_out_phrases_that_name_the_same_objects():
+    from lookout.perception.detector import contrast_for
+
+    contrast = ["red ball", "blue ball", "red cone", "cup", "chair"]
+    assert contrast_for(["ball"], contrast) == ["red cone", "cup", "chair"]  # "red ball" would claim balls
+    assert contrast_for(["red cup"], contrast) == ["red ball", "blue ball", "red cone", "chair"]  # so would "cup"
+    assert contrast_for(["red ball"], contrast) == ["blue ball", "red cone", "cup", "chair"]
+    assert contrast_for([], contrast) == contrast
+
+
+def test_contrast_phrases_are_scored_but_never_reported(world_model, frames):
+    """The result equals: detect the asked + contrast phrases, keep the asked boxes no contrast box beats."""
+    from torchvision.ops import box_iou
+
+    asked, others = [STORED_CLASSES[0]], list(STORED_CLASSES[1:])
+    det = Detector(world_model, imgsz=IMGSZ, device="cpu", conf=0.01, contrast_phrases=others, classes=asked)
+    full = Detector(world_model, imgsz=IMGSZ, device="cpu", conf=0.01, classes=asked + others)
+    assert det.vocabulary == asked and det.contrast == others
+    hidden = 0
+    for frame in frames:
+        got = det.detect(frame)
+        assert got.vocabulary == asked
+        assert all(d.phrase == asked[0] and d.class_index == 0 for d in got.detections)
+        ref = full.detect(frame).detections
+        mine = [d for d in ref if d.phrase == asked[0]]
+        other = [d for d in ref if d.phrase != asked[0]]
+        if mine and other:
+            iou = box_iou(torch.tensor([d.xyxy for d in mine]), torch.tensor([d.xyxy for d in other]))
+            kept = [d for i, d in enumerate(mine)
+                    if not any(iou[i, j] >= det.iou and o.score > d.score for j, o in enumerate(other))]
+        else:
+            kept = mine
+        hidden += len(mine) - len(kept)
+        np.testing.assert_allclose(_rows(got), _rows(type(got)(detections=kept, vocabulary=asked,
+                                                                 image_width=got.image_width,
+                                                                 image_height=got.image_height,
+                                                                 timings_ms={})), atol=1e-4)
+    assert hidden > 0, "some asked-for boxes should lose to a contrast phrase on these frames"
+
+
+def test_contrast_classes_come_from_the_model_file(world_model, closed_model, frames):
+    det = Detector(world_model, imgsz=IMGSZ, device="cpu", contrast_classes=True, classes=["red cup"])
+    assert det.contrast == list(STORED_CLASSES) and det.vocabulary == ["red cup"]
+    closed = Detector(closed_model, imgsz=IMGSZ, device="cpu", conf=0.05, contrast_classes=True, classes=["person"])
+    for frame in frames:
+        assert all(d.phrase == "person" and d.class_index == 0 for d in closed.detect(frame).detections)
+    with pytest.raises(VocabularyError, match="contrast phrases"):
+        Detector(closed_model, imgsz=IMGSZ, device="cpu", contrast_phrases=["red cup"])

@@ -97,3 +97,15 @@ def test_training_helper_makes_ultralytics_embed_with_the_offline_encoder(counti
     assert json.loads(sidecar_path(path).read_text()) == {"text_encoder": counting_encoder.id}
     loaded = load_model_file(path)
     assert loaded.text_encoder == counting_encoder.id and loaded.class_names == ["green ball", "chair"]
+
+
+def test_input_size_defaults_to_the_one_the_model_was_trained_at():
+    """Like Ultralytics' predict: the committed tiny detector was trained at 256 and runs at 256 by default."""
+    from lookout.paths import repo_root
+    from lookout.perception.detector import Detector
+    from lookout.perception.model_files import load_model_file
+
+    path = repo_root() / "models" / "tiny" / "detector.pt"
+    assert load_model_file(path).train_imgsz == 256
+    assert Detector(path, device="cpu").imgsz == 256
+    assert Detector(path, device="cpu", imgsz=320).imgsz == 320

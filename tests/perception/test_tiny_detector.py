@@ -105,6 +105,25 @@ def test_build_recipe_runs_end_to_end(tmp_path):
     assert isinstance(det.detect(np.zeros((48, 64, 3), np.uint8)), DetectionResult)
 
 
+def test_staged_recipe_continues_each_stage_on_new_scenes(tmp_path):
+    from lookout.perception.tiny_detector import Stage, build_tiny_detector_staged
+
+    out = tmp_path / "det.pt"
+    builds = build_tiny_detector_staged(out, seed=5, stages=(Stage(8, 4, 1, 0.002), Stage(8, 4, 1, 0.001)),
+                                        imgsz=64, batch=4)
+    assert [b.seed for b in builds] == [5, 6] and out.is_file()
+    record = json.loads((tmp_path / "det_build.json").read_text())
+    assert [s["seed"] for s in record["stages"]] == [5, 6] and "init_weights" in record["stages"][1]["command"]
+    assert "build_tiny_detector_staged" in record["command"]
+    det = Detector(out, device="cpu", imgsz=64)
+    assert isinstance(det.detect(np.zeros((48, 64, 3), np.uint8)), DetectionResult)
+    from lookout.perception.errors import ModelFileError
+    from lookout.perception.tiny_detector import _continue_from
+
+    with pytest.raises(ModelFileError, match="not found"):  # a stage needs the previous one's file
+        _continue_from(tmp_path / "missing.pt", None, [])
+
+
 def test_metrics_are_exact_for_perfect_and_empty_detections(held_out):
     images, names = held_out
 

@@ -28,12 +28,11 @@ def _result() -> DetectionResult:
 
 
 def test_detection_array_published_by_one_node_arrives_at_another(ros_context, executor):
+    import rclpy
     from builtin_interfaces.msg import Time
     from lookout_interfaces.msg import DetectionArray
     from lookout_ros.conversions import result_from_msg, result_to_msg
     from std_msgs.msg import Header
-
-    import rclpy
 
     talker = rclpy.create_node("talker", context=ros_context)
     listener = rclpy.create_node("listener", context=ros_context)
@@ -58,7 +57,7 @@ def test_detection_array_published_by_one_node_arrives_at_another(ros_context, e
     assert back.vocabulary == sent.vocabulary
     assert [d.phrase for d in back.detections] == ["red cup", "blue box"]
     assert back.detections[0].track_id == 7 and back.detections[1].track_id is None
-    for got, want in zip(back.detections, sent.detections):
+    for got, want in zip(back.detections, sent.detections, strict=True):
         assert got.xyxy == pytest.approx(want.xyxy, rel=1e-6)
         assert got.score == pytest.approx(want.score, rel=1e-6)
         assert got.class_index == want.class_index
@@ -66,9 +65,8 @@ def test_detection_array_published_by_one_node_arrives_at_another(ros_context, e
 
 
 def test_set_classes_service_round_trip(ros_context, executor):
-    from lookout_interfaces.srv import SetClasses
-
     import rclpy
+    from lookout_interfaces.srv import SetClasses
 
     server = rclpy.create_node("fake_detector", context=ros_context)
     client_node = rclpy.create_node("agent", context=ros_context)

@@ -149,3 +149,18 @@ def test_launch_files_start_with_ros2_launch(ros_context, monkeypatch):
         probe.destroy_node()
         service.shutdown()
         thread.join(timeout=30)
+
+
+def test_sim_launch_gives_the_agent_the_simulated_camera():
+    """The ROS sim stack and the in-process harness must see the same camera model."""
+    from lookout.agent.config import AgentConfig
+    from lookout.sim.config import SimConfig
+    from lookout.sim.harness import agent_config_for_sim
+
+    desc = load_launch_file(launch_path("sim"), {})
+    agent = next(n for n in desc.nodes if n.executable == "agent_node")
+    given = {k: float(v) for k, v in agent.params.items() if k.startswith("camera.")}
+    want = agent_config_for_sim(AgentConfig.default(), SimConfig.default()).camera
+    assert set(given) == {f"camera.{k}" for k in ("hfov_deg", "vfov_deg", "height_m", "pitch_deg")}
+    for key, value in given.items():
+        assert value == pytest.approx(getattr(want, key.split(".")[1]), abs=0.01), key

@@ -227,3 +227,31 @@ def test_a_failed_reset_keeps_the_previous_scene(make_sim, small_config):
     with pytest.raises(RuntimeError, match="inside an obstacle"):
         sim.reset(scene=_empty_room(small_config, 0.0, 0.0, 0.0, [inside]))
     assert sim.scene == before and _digest(sim.render()) == image
+
+
+def test_render_and_reset_from_other_threads_use_one_gl_thread(make_sim):
+    """A ROS executor renders and resets on whichever thread it likes; GL contexts must not follow."""
+    import threading
+
+    sim = make_sim(3)
+    first = sim.render()
+    out: dict[str, object] = {}
+
+    def reset_then_render() -> None:
+        sim.reset(4)
+        out["reset"] = sim.render()
+
+    def render() -> None:
+        out["other"] = sim.render()
+        out["segmentation"] = sim.segmentation()
+
+    for target in (reset_then_render, render):
+        t = threading.Thread(target=target)
+        t.start()
+        t.join(timeout=60)
+    assert out["reset"].shape == first.shape and not np.array_equal(out["reset"], first)  # seed 4's scene
+    np.testing.assert_array_equal(out["other"], out["reset"])
+    assert out["segmentation"].shape == first.shape[:2]
+    sim.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sim.render()

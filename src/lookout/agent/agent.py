@@ -166,6 +166,15 @@ class Agent:
             self._current = None
             self._set_phase(IDLE)
 
+    def reset_conversation(self) -> None:
+        """Start over: cancel what runs, forget the dialogue, and let the next pose be come_back's home."""
+        with self._lock:
+            self._supersede(self._clock(), "Cancelled: a new conversation starts.")
+            self._current = None
+            self._set_phase(IDLE)
+            self.dialogue.clear()
+            self.executor.reset_home()
+
     def _supersede(self, now: float, reason: str) -> None:
         """End the current command, if any (called with the lock held)."""
         self.executor.cancel(now, reason)

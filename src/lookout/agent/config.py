@@ -87,6 +87,14 @@ class ControlConfig(_Section):
     reacquire_turns: float = Field(1.0, ge=0, le=3, description="A target lost during approach is looked "
                                    "for again by turning in place this many full turns before the step "
                                    "fails (0: fail at once)")
+    detours: int = Field(2, ge=0, le=10, description="approach and come_back, when blocked, back off and go "
+                         "around an unseen obstacle this many times before failing (0: fail at once)")
+    detour_back_m: float = Field(0.25, gt=0, le=2, description="A detour (a lane change) reverses this far, ...")
+    detour_turn_deg: float = Field(70.0, gt=0, le=90, description="... turns this much (alternating sides) ...")
+    detour_side_m: float = Field(0.6, gt=0, le=3, description="... drives this far, turns back to the old "
+                                 "heading ...")
+    detour_pass_m: float = Field(0.8, ge=0, le=3, description="... and drives this far past the obstacle; then "
+                                 "the step resumes")
 
 
 class TimeoutsConfig(_Section):

@@ -29,6 +29,7 @@ IDLE, EXECUTING, SUCCEEDED, FAILED, CANCELLED, ESTOPPED = (
 _ODOMETRY_STEPS = ("turn", "move", "come_back")
 _PERCEPTION_STEPS = ("search", "approach", "report")
 _DRIVING_STEPS = ("approach", "move", "come_back")
+_DETOUR_STEPS = ("approach", "come_back")  # goals that survive a sidestep (a move's distance would not)
 STALL_DISTANCE_M = 0.03  # less than this over `timeouts.stall_s` of driving: blocked
 
 
@@ -75,6 +76,9 @@ class _StepRun:
     start_pose: Odometry | None = None
     prev_yaw: float | None = None
     turned: float = 0.0  # accumulated yaw change (rad)
+    detour: list[tuple[str, float]] = field(default_factory=list)  # legs left: ("move", m) / ("turn", deg)
+    detours: int = 0
+    leg_pose: Odometry | None = None
 
 
 def _article(phrase: str) -> str:
@@ -209,8 +213,10 @@ class Executor:
                 self._finish(FAILED, False, self._timeout_text(step, now))
                 self.last_cmd = STOP
                 return self._output(STOP)
-            handler = getattr(self, f"_step_{step.action}")
-            cmd, status, text = handler(step, now)
+            if self.run.detour:
+                cmd, status, text = self._detour_leg()
+            else:
+                cmd, status, text = getattr(self, f"_step_{step.action}")(step, now)
             if status == "done":
                 if text and step.action != "report":
                     self.done_messages.append(text)
@@ -237,8 +243,11 @@ class Executor:
             if why and self.state == EXECUTING:
                 self.message = why
             if self.state == EXECUTING and step.action in _DRIVING_STEPS and self._stalled(safe, now):
-                self._finish(FAILED, False, f"I'm blocked: I could not {_step_text(step)} (no motion for "
-                                            f"{self.cfg.timeouts.stall_s:g} s while driving), so I stopped.")
+                if step.action in _DETOUR_STEPS and self.run.detours < self.cfg.control.detours:
+                    self._start_detour()
+                else:
+                    self._finish(FAILED, False, f"I'm blocked: I could not {_step_text(step)} (no motion for "
+                                                f"{self.cfg.timeouts.stall_s:g} s while driving), so I stopped.")
                 safe = STOP
             self.last_cmd = safe
             return self._output(safe)
@@ -347,6 +356,54 @@ class Executor:
             run.drive_since, run.drive_pose = now, p
             return False
         return now - run.drive_since > limit
+
+    def _start_detour(self) -> None:
+        """Blocked by something the step cannot see: a lane change around it (back off, turn away, drive,
+        turn back, drive past), then the step resumes. Left first, then the other side."""
+        run, ctl, lim = self.run, self.cfg.control, self.caps.limits
+        assert run is not None
+        side = 1.0 if run.detours % 2 == 0 else -1.0
+        run.detour = [("move", -ctl.detour_back_m), ("turn", side * ctl.detour_turn_deg),
+                      ("move", ctl.detour_side_m), ("turn", -side * ctl.detour_turn_deg)]
+        if ctl.detour_pass_m > 0:
+            run.detour.append(("move", ctl.detour_pass_m))
+        run.detours += 1
+        run.leg_pose = None
+        run.drive_since = None
+        if run.deadline is not None:  # the detour's own time does not eat the step's
+            speed = max(min(ctl.approach_linear_speed, lim.max_linear_speed), 1e-3)
+            run.deadline += (self.cfg.timeouts.motion_base_s
+                             + (ctl.detour_back_m + ctl.detour_side_m + ctl.detour_pass_m) / speed
+                             + 2 * math.radians(ctl.detour_turn_deg) / lim.max_angular_speed)
+        self.message = f"blocked: going around it (detour {run.detours} of {ctl.detours})"
+
+    def _detour_leg(self) -> tuple[Velocity, str, str]:
+        """One tick of the current detour leg, measured on odometry; the step resumes when the legs are done."""
+        run, ctl, lim = self.run, self.cfg.control, self.caps.limits
+        assert run is not None and run.detour
+        if self.odom is None:
+            return STOP, "running", "going around: waiting for odometry"
+        p = self.odom
+        if run.leg_pose is None:
+            run.leg_pose = p
+        kind, amount = run.detour[0]
+        if kind == "move":
+            left = abs(amount) - math.hypot(p.x - run.leg_pose.x, p.y - run.leg_pose.y)
+            if left > ctl.move_tolerance_m:
+                top = min(ctl.approach_linear_speed, lim.max_linear_speed)
+                speed = self._speed(ctl.move_gain * left, ctl.min_linear_speed, top)
+                what = "backing off" if amount < 0 else "driving past it"
+                return Velocity(math.copysign(speed, amount), 0.0), "running", f"blocked: {what}"
+        else:
+            error = math.radians(amount) - wrap_angle(p.yaw - run.leg_pose.yaw)
+            if abs(error) > math.radians(ctl.turn_tolerance_deg):
+                speed = self._speed(ctl.turn_gain * error, ctl.min_angular_speed, lim.max_angular_speed)
+                return Velocity(0.0, speed), "running", "blocked: turning away"
+        run.detour.pop(0)
+        run.leg_pose = None
+        if not run.detour:  # resume: look ahead first, as at the start of the step
+            run.lost_since, run.consecutive, run.reacquire_from = None, 0, None
+        return STOP, "running", "going around"
 
     def _frame_fresh(self, now: float) -> bool:
         return self.frame is not None and now - self.frame.received <= self.cfg.watchdog.detections_s

@@ -32,7 +32,7 @@ class TinyAgentConfig:
     num_key_value_heads: int = 2
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
-    steps: int = 5000
+    steps: int = 8000
     batch_size: int = 32
     lr: float = 6e-3
     min_lr_ratio: float = 0.05

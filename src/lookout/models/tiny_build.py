@@ -24,7 +24,7 @@ from lookout.paths import models_dir, repo_root
 
 BUILD_INFO = "build.json"
 SIZE_LIMIT_BYTES = 20 * 1024 * 1024  # everything under models/tiny, committed to git
-DATASET_SIZES = {"train": 48000, "val": 400, "test": 500}
+DATASET_SIZES = {"train": 96000, "val": 400, "test": 500}
 VAL_ROWS_DURING_TRAINING = 200
 TOKENIZER_ROWS = 12000  # enough text for every merge; the rest would only slow the BPE trainer down
 
@@ -127,7 +127,7 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
         step("agent-adapter", t0, adapter_info.get("detail", ""), status=adapter_info["status"])
 
     t0 = time.perf_counter()
-    build_detector = _optional("lookout.perception.tiny_detector", "build_tiny_detector") if detector else None
+    build_detector = _optional("lookout.perception.tiny_detector", "build_tiny_detector_staged") if detector else None
     if build_detector is None:
         step("detector", t0, "no tiny detector builder (lookout.perception.tiny_detector) yet" if detector
              else "--no-detector", status="skipped")

@@ -56,11 +56,23 @@ class DetectorConfig(BaseModel):
     iou: float = Field(
         0.7, ge=0.0, le=1.0, description="IoU above which non-maximum suppression merges boxes"
     )
-    imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="network input size (longer side)")
+    imgsz: int = Field(
+        0, ge=0, le=4096, multiple_of=32,
+        description="network input size (longer side); 0 = the size the model was trained at, as Ultralytics' "
+        "predict does (640 when the file does not say)",
+    )
     max_det: int = Field(300, ge=1, le=10000, description="maximum boxes per frame")
     max_phrases: int = Field(DEFAULT_MAX_PHRASES, ge=1, le=4096, description="largest accepted vocabulary")
     max_phrase_chars: int = Field(
         DEFAULT_MAX_PHRASE_CHARS, ge=1, le=1000, description="longest accepted phrase"
+    )
+    contrast_classes: bool = Field(
+        False,
+        description="also score the model file's own class names, never reported, so that a lookalike is "
+        "labelled as what it is rather than as the nearest requested phrase",
+    )
+    contrast_phrases: list[str] = Field(
+        default_factory=list, description="more phrases scored for contrast and never reported"
     )
     tracker: bool = Field(False, description="assign ByteTrack ids across frames")
     cuda_graphs: bool = Field(

@@ -141,6 +141,24 @@ class _CudaStep:
         return out
 
 
+def contrast_for(vocabulary: Sequence[str], contrast: Sequence[str]) -> list[str]:
+    """The contrast phrases that may compete with `vocabulary`.
+
+    A phrase whose words include a requested phrase's words, or are included in them, would claim the very
+    objects asked for ("red ball" when "ball" is asked, "cup" when "red cup" is): those sit out.
+    """
+    asked = [set(p.lower().split()) for p in vocabulary]
+    out = []
+    for phrase in contrast:
+        words = set(phrase.lower().split())
+        if not any(words <= a or a <= words for a in asked):
+            out.append(phrase)
+    return out
+
+
+DEFAULT_IMGSZ = 640  # Ultralytics' default input size
+
+
 class Detector:
     """Open-vocabulary (YOLO-World) or closed-set (YOLO11/YOLOv8) detector over an Ultralytics model file."""
 
@@ -150,7 +168,7 @@ class Detector:
         *,
         conf: float = 0.25,
         iou: float = 0.7,
-        imgsz: int = 640,
+        imgsz: int = 0,
         max_det: int = 300,
         device: str | torch.device = "auto",
         half: bool = True,
@@ -163,6 +181,8 @@ class Detector:
         channels_last: bool = True,
         max_phrases: int = DEFAULT_MAX_PHRASES,
         max_phrase_chars: int = DEFAULT_MAX_PHRASE_CHARS,
+        contrast_classes: bool = False,
+        contrast_phrases: Sequence[str] = (),
     ) -> None:
         self._lock = threading.RLock()
         self.device = resolve_device(device)
@@ -181,7 +201,8 @@ class Detector:
 
         net_model = loaded.model.fuse(verbose=False)  # Conv+BN folded in fp32, before any cast
         self._stride = int(max(int(s) for s in net_model.stride.tolist()))
-        self.imgsz = round_imgsz(imgsz, self._stride)
+        # 0: the training size the file records, as Ultralytics' predict does; else its default 640
+        self.imgsz = round_imgsz(imgsz or loaded.train_imgsz or DEFAULT_IMGSZ, self._stride)
         self._net = FastDetectNet(net_model).to(self.device, self._dtype).eval()
         if self._channels_last:
             self._net = self._net.to(memory_format=torch.channels_last)
@@ -212,6 +233,7 @@ class Detector:
                 self._cache.put([loaded.class_names[i] for i in fresh], stored[fresh], persist=False)
         self._tracker = ByteTrack() if tracker else None
         self._vocabulary: list[str] = []
+        self.contrast = self._contrast_list(contrast_classes, contrast_phrases)
         self.set_vocabulary(list(classes) if classes else self.model_classes)
 
     @classmethod
@@ -233,6 +255,8 @@ class Detector:
             "channels_last": cfg.channels_last,
             "max_phrases": cfg.max_phrases,
             "max_phrase_chars": cfg.max_phrase_chars,
+            "contrast_classes": cfg.contrast_classes,
+            "contrast_phrases": list(cfg.contrast_phrases),
         }
         kwargs.update(overrides)
         return cls(cfg.model, **kwargs)
@@ -294,19 +318,37 @@ class Detector:
             return current
         return max(MIN_GRAPH_CAPACITY, 1 << (k - 1).bit_length())
 
+    def _contrast_list(self, from_model: bool, phrases: Sequence[str]) -> list[str]:
+        """Phrases scored beside every vocabulary and never reported (see `set_vocabulary`)."""
+        extra = list(self.model_classes) if from_model else []
+        if phrases:
+            extra += normalize_vocabulary(phrases, max_phrases=4096, max_phrase_chars=self._max_phrase_chars)
+        if not self.open_vocabulary:
+            unknown = [p for p in extra if p not in self._class_index]
+            if unknown:
+                raise VocabularyError(f"{self.model_path.name} is a closed-set model: contrast phrases "
+                                      f"{unknown[:5]} are not among its classes")
+        return list(dict.fromkeys(extra))
+
     def set_vocabulary(self, phrases: Sequence[str]) -> list[str]:
         """Validate and switch to `phrases`; returns the active vocabulary. No model reload, ever.
+
+        The contrast phrases (`contrast_classes`, `contrast_phrases`) are scored too: each box takes its
+        best-scoring phrase, so a yellow ball is labelled "yellow ball", not "yellow cone", when only the cone
+        was asked for. Their boxes are never reported, and they hide requested boxes they beat on the same
+        object (`contrast_for` says which take part). Off by default, as in Ultralytics.
 
         Raises `VocabularyError` (the old vocabulary stays active) or `TextEncoderError`.
         """
         vocab = normalize_vocabulary(
             phrases, max_phrases=self._max_phrases, max_phrase_chars=self._max_phrase_chars
         )
+        scored = vocab + contrast_for(vocab, self.contrast)
         if self.open_vocabulary:
             assert self._cache is not None
-            emb = self._cache.get(vocab, self._encode)  # the encoder sees only phrases never seen before
+            emb = self._cache.get(scored, self._encode)  # the encoder sees only phrases never seen before
             with self._lock, torch.no_grad():  # buffers must stay usable outside inference mode
-                self._net.set_text(emb, capacity=self._capacity(len(vocab)))
+                self._net.set_text(emb, capacity=self._capacity(len(scored)))
                 self._switch(vocab)
         else:
             unknown = [p for p in vocab if p not in self._class_index]
@@ -317,7 +359,7 @@ class Detector:
                     f"its classes are {shown} (use a YOLO-World model for free phrases)"
                 )
             with self._lock, torch.no_grad():  # buffers must stay usable outside inference mode
-                self._net.set_class_subset([self._class_index[p] for p in vocab], self._capacity(len(vocab)))
+                self._net.set_class_subset([self._class_index[p] for p in scored], self._capacity(len(scored)))
                 self._switch(vocab)
         return list(vocab)
 
@@ -378,6 +420,23 @@ class Detector:
             },
         )
 
+    def _without_contrast(self, rows: torch.Tensor) -> torch.Tensor:
+        """Drop contrast rows, and requested rows that a higher-scoring contrast box overlaps (IoU >= iou).
+
+        `rows` are (x1, y1, x2, y2, score, class) in the source image, highest score first.
+        """
+        if not self.contrast:
+            return rows
+        from torchvision.ops import box_iou
+
+        asked = rows[:, 5] < len(self._vocabulary)
+        mine, other = rows[asked], rows[~asked]
+        if len(mine) and len(other):
+            overlap = box_iou(mine[:, :4], other[:, :4]) >= self._iou
+            beaten = (overlap & (other[None, :, 4] > mine[:, None, 4])).any(1)
+            mine = mine[~beaten]
+        return mine
+
     def _postprocess(
         self, xyxy: torch.Tensor, best: torch.Tensor, cls: torch.Tensor, geom: Letterbox
     ) -> list[Detection]:
@@ -388,17 +447,13 @@ class Detector:
         if keep.numel() > MAX_NMS_CANDIDATES:
             keep = keep[scores[keep].topk(MAX_NMS_CANDIDATES).indices]
         if self._net.end2end:  # NMS-free heads (YOLOv10/YOLO26 style): best scores only
-            keep = keep[scores[keep].argsort(descending=True)[: self._max_det]]
+            keep = keep[scores[keep].argsort(descending=True)]
         else:
-            keep = keep[batched_nms(boxes[keep], scores[keep], classes[keep], self._iou)[: self._max_det]]
-        rows = (
-            torch.cat(
-                [boxes_to_source(boxes[keep].clone(), geom), scores[keep, None], classes[keep, None].float()],
-                1,
-            )
-            .cpu()
-            .numpy()
+            keep = keep[batched_nms(boxes[keep], scores[keep], classes[keep], self._iou)]
+        rows = torch.cat(
+            [boxes_to_source(boxes[keep].clone(), geom), scores[keep, None], classes[keep, None].float()], 1
         )
+        rows = self._without_contrast(rows)[: self._max_det].cpu().numpy()
         ids: list[int | None] = [None] * len(rows)
         if self._tracker is not None:
             ids = self._tracker.update(rows[:, :4], rows[:, 4], rows[:, 5])

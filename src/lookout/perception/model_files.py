@@ -42,6 +42,7 @@ class LoadedModel:
     text_width: int | None  # embedding width of a YOLO-World head
     text_encoder: str | None  # encoder id the head was trained with (YOLO-World only)
     text_features: torch.Tensor | None  # (K, text_width) embeddings of class_names stored in the file
+    train_imgsz: int | None = None  # the input size it was trained at (Ultralytics' train_args), if recorded
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -109,7 +110,7 @@ def load_model_file(path: str | Path) -> LoadedModel:
     from ultralytics.nn.tasks import WorldModel, load_checkpoint
 
     try:
-        model, _ = load_checkpoint(str(p), device="cpu")
+        model, ckpt = load_checkpoint(str(p), device="cpu")
     except Exception as exc:  # torch/pickle raise many types for a corrupt file; name the file in one error
         raise ModelFileError(
             f"cannot read model file {p} ({type(exc).__name__}: {exc}): {MISSING_HINT}"
@@ -121,14 +122,16 @@ def load_model_file(path: str | Path) -> LoadedModel:
             f"{p} has a {kind} head: the detector needs a detection (Detect/WorldDetect) model"
         )
     names = _names_list(getattr(model, "names", {}))
+    size = ((ckpt or {}).get("train_args") or {}).get("imgsz") if isinstance(ckpt, dict) else None
+    train_imgsz = int(size) if isinstance(size, int) and size > 0 else None
     if isinstance(model, WorldModel):
         dim = text_width(model)
         feats = getattr(model, "txt_feats", None)
         stored = None
         if isinstance(feats, torch.Tensor) and feats.ndim == 3 and feats.shape[1:] == (len(names), dim):
             stored = feats[0].detach().float().cpu()
-        return LoadedModel(p, model, True, names, dim, recorded_text_encoder(model, p), stored)
-    return LoadedModel(p, model, False, names, None, None, None)
+        return LoadedModel(p, model, True, names, dim, recorded_text_encoder(model, p), stored, train_imgsz)
+    return LoadedModel(p, model, False, names, None, None, None, train_imgsz)
 
 
 def check_text_encoder(requested: str, loaded: LoadedModel) -> str:

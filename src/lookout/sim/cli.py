@@ -6,6 +6,7 @@ Heavy imports (MuJoCo) happen inside the commands so that `lookout --help` stays
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -118,6 +119,25 @@ def fps(
     Console().print(table)
 
 
+def _run_over_ros(scenarios: list, profile: str, launch_args: list[str], progress: Any) -> list:
+    """The suite through launch/sim.launch.yaml's nodes (the tiny profile is what that launch file loads)."""
+    if profile != "tiny":
+        raise typer.BadParameter("--ros runs launch/sim.launch.yaml, whose configs load the tiny profile; "
+                                 "pass config files with --launch-arg for other models", param_hint="--profile")
+    try:
+        from lookout_ros.bringup import BringupError, parse_overrides
+        from lookout_ros.scenario_runner import run_suite_over_ros
+    except ImportError as exc:
+        typer.secho(f"error: --ros needs the ROS 2 workspace ({exc}); run through scripts/run.sh after make setup",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        args = parse_overrides(launch_args)
+    except BringupError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--launch-arg") from None
+    return run_suite_over_ros(scenarios, args, progress=progress)
+
+
 def eval_sim(
     suite: str = typer.Option("public", help="Suite name (scenarios/NAME.yaml) or a path."),
     profile: str = typer.Option("tiny", help="Model profile from models/registry.yaml."),
@@ -130,7 +150,11 @@ def eval_sim(
                                    "from segmentation: tells planner errors from detector errors)."),
     threads: int = typer.Option(0, help="Torch CPU threads per worker (0: default)."),
     min_score: float = typer.Option(None, min=0.0, max=1.0, help="Detector and agent score threshold (default: "
-                                    "0.02 for the tiny profile, whose scores are low; else the configs)."),
+                                    "0.1 for the tiny profile, whose scores are low; else the configs)."),
+    ros: bool = typer.Option(False, "--ros", help="Run through the ROS 2 nodes of launch/sim.launch.yaml over DDS "
+                             "(real time; needs the sourced workspace) instead of the in-process loop."),
+    launch_arg: list[str] = typer.Option(None, "--launch-arg", help="With --ros: name:=value for the launch file "
+                                         "(repeatable), e.g. min_score:=0.35."),
 ) -> None:
     """Run a scenario suite headless through the closed loop; success rate, time to success, failures."""
     import json
@@ -165,7 +189,10 @@ def eval_sim(
 
     t0 = time.perf_counter()
     try:
-        results = run_suite(scenarios, opts, workers=workers, progress=progress)
+        if ros:
+            results = _run_over_ros(scenarios, profile, launch_arg or [], progress)
+        else:
+            results = run_suite(scenarios, opts, workers=workers, progress=progress)
     except (ModelFileError, RegistryError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
@@ -177,7 +204,8 @@ def eval_sim(
     by_cat: dict[str, list] = {}
     for r, _ in results:
         by_cat.setdefault(r.category, []).append(r)
-    table = Table(title=f"suite {s.name}, profile {profile}, perception {perception}")
+    transport = "ROS 2 nodes over DDS" if ros else "in-process"
+    table = Table(title=f"suite {s.name}, profile {profile}, perception {perception}, {transport}")
     for col in ("category", "scenarios", "success", "mean time to success (s)"):
         table.add_column(col, justify="left" if col == "category" else "right")
     for cat, rs in sorted(by_cat.items()):
@@ -189,9 +217,13 @@ def eval_sim(
                   f"{mean_t:.1f}" if mean_t is not None else "-")
     console.print(table)
     rtf = sim_s / loop_s if loop_s > 0 else float("inf")
-    console.print(f"closed loop: {sim_s:.0f} s simulated in {loop_s:.0f} s wall (real-time factor {rtf:.2f}, "
-                  f"camera {camera_hz:g} Hz, {workers} worker(s)); planning {plan_s:.0f} s wall (sim time stops "
-                  f"while the planner thinks); total {wall:.0f} s")
+    if ros:
+        console.print(f"closed loop over ROS: {sim_s:.0f} s simulated in {loop_s:.0f} s wall (real-time factor "
+                      f"{rtf:.2f}; the sim runs on while the planner thinks); total {wall:.0f} s")
+    else:
+        console.print(f"closed loop: {sim_s:.0f} s simulated in {loop_s:.0f} s wall (real-time factor {rtf:.2f}, "
+                      f"camera {camera_hz:g} Hz, {workers} worker(s)); planning {plan_s:.0f} s wall (sim time "
+                      f"stops while the planner thinks); total {wall:.0f} s")
     failures = [r for r, _ in results if not r.success]
     if failures:
         ft = Table(title="failures")
@@ -202,7 +234,9 @@ def eval_sim(
             ft.add_row(r.scenario_id, r.category, r.reason)
         console.print(ft)
     report = {
-        "suite": s.name, "profile": profile, "perception": perception, "min_score": opts.min_score, "camera_hz": camera_hz, "workers": workers,
+        "suite": s.name, "profile": profile, "perception": perception, "transport": "ros" if ros else "in-process",
+        "launch_args": launch_arg or [] if ros else None, "min_score": None if ros else opts.min_score,
+        "camera_hz": None if ros else camera_hz, "workers": 1 if ros else workers,
         "scenarios": len(results), "succeeded": len(ok), "success_rate": rate, "mean_time_to_success_s": mean_t,
         "realtime_factor": rtf, "sim_s": sim_s, "loop_wall_s": loop_s, "plan_wall_s": plan_s, "total_wall_s": wall,
         "by_category": {c: {"scenarios": len(rs), "succeeded": sum(r.success for r in rs)} for c, rs in by_cat.items()},

@@ -56,7 +56,7 @@ class HarnessOptions:
     # Score threshold of the detector and of the agent (None: config/detector.yaml and config/agent.yaml).
     # The tiny detector's scores are low: see TINY_MIN_SCORE.
     min_score: float | None = None
-    imgsz: int | None = None  # None: the camera's longer side rounded up to 32
+    imgsz: int | None = None  # None: the size the detector was trained at (DetectorConfig.imgsz = 0)
     settle_s: float = 2.0
     plan_timeout_s: float = 120.0  # wall seconds a plan may take before the turn counts as failed
     cpu_threads: int = 0  # torch threads (0: leave as is)
@@ -126,18 +126,6 @@ def load_planner(profile: str, agent_cfg: AgentConfig, caps: Capabilities) -> An
     return Planner(model_cfg, caps)
 
 
-def _trained_imgsz(weights: Any) -> int | None:
-    """The input size an Ultralytics checkpoint was trained at (its `train_args`), if recorded."""
-    import torch
-
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
-        size = (ckpt.get("train_args") or {}).get("imgsz") if isinstance(ckpt, dict) else None
-    except Exception:  # noqa: BLE001 - only a default: the detector's own loader reports real problems
-        return None
-    return int(size) if isinstance(size, int) else None
-
-
 def load_detector(profile: str, sim_cfg: SimConfig, opts: HarnessOptions) -> Any:
     from lookout.models.registry import load_profile
     from lookout.perception.config import load_detector_config
@@ -145,8 +133,7 @@ def load_detector(profile: str, sim_cfg: SimConfig, opts: HarnessOptions) -> Any
 
     files = load_profile(profile, parts=("detector",)).detector
     assert files is not None
-    imgsz = opts.imgsz or _trained_imgsz(files.weights) or 32 * math.ceil(max(sim_cfg.camera.width,
-                                                                                sim_cfg.camera.height) / 32)
+    imgsz = opts.imgsz or 0  # 0: the size the detector was trained at (see DetectorConfig.imgsz)
     overrides: dict[str, Any] = {"model": str(files.weights), "text_encoder": files.text_encoder, "imgsz": imgsz,
                                  "embedding_cache_dir": "", "tracker": False}
     if opts.min_score is not None:

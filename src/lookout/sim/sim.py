@@ -5,13 +5,18 @@ which keeps runs deterministic and independent of contact tuning; MuJoCo's colli
 a sub-step that would push the base into an object or a wall (the robot turns in place but does not
 pass through things). Odometry starts at the identity on reset (REP 105 `odom`), optionally with
 noise; ground truth is in the room frame. Rendering is offscreen (OSMesa on CPUs, EGL on GPUs) and the
-renderer is created on first use and closed explicitly by `close()`.
+renderer is created on first use and closed explicitly by `close()`. A GL context belongs to the thread
+that made it: every renderer call runs on one thread of the Sim's own, so callers on any thread (a ROS
+node's executor threads, say) can render and reset safely.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +32,8 @@ mujoco = load_mujoco()
 
 __all__ = ["Odometry", "Sim", "WorldState"]
 
+T = TypeVar("T")
+
 
 def _clamp(v: float, limit: float) -> float:
     return max(-limit, min(limit, float(v)))
@@ -40,6 +47,8 @@ class Sim:
         self.config = config or SimConfig.default()
         self.intrinsics = CameraIntrinsics.from_config(self.config.camera)
         self._renderer: Any = None
+        self._gl: ThreadPoolExecutor | None = None
+        self._gl_thread: threading.Thread | None = None
         self._closed = False
         self._seed = seed
         self.reset(seed, overrides, scene=scene)
@@ -74,9 +83,7 @@ class Sim:
             if name.startswith("obj"):
                 self._geom_object[g] = int(name[3:].split("_")[0])
         self._object_geoms = [np.nonzero(self._geom_object[:-1] == i)[0] for i in range(len(scene.objects))]
-        if self._renderer is not None:  # a renderer is bound to its model
-            self._renderer.close()
-            self._renderer = None
+        self._close_renderer()  # a renderer is bound to its model
         self._noise = np.random.default_rng([scene.seed, 105])  # odometry noise, reproducible per scene
         self.time_s = 0.0
         self.collisions = 0
@@ -86,10 +93,31 @@ class Sim:
 
     def close(self) -> None:
         """Free the GL context now (OSMesa's finaliser at interpreter exit can print tracebacks)."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._close_renderer()
         self._closed = True
+        if self._gl is not None:
+            self._gl.shutdown(wait=True)
+            self._gl = None
+
+    def _on_gl_thread(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the thread that owns the GL context (started on first use)."""
+        if self._gl is None:
+            self._gl = ThreadPoolExecutor(1, thread_name_prefix="sim-gl")
+            self._gl_thread = self._gl.submit(threading.current_thread).result()
+        if threading.current_thread() is self._gl_thread:
+            return fn()
+        return self._gl.submit(fn).result()
+
+    def _close_renderer(self) -> None:
+        if self._renderer is None:
+            return
+
+        def close() -> None:
+            if self._renderer is not None:
+                self._renderer.close()
+                self._renderer = None
+
+        self._on_gl_thread(close)
 
     def __enter__(self) -> Sim:
         return self
@@ -225,6 +253,9 @@ class Sim:
 
     def render(self) -> np.ndarray:
         """The camera image, (H, W, 3) uint8 RGB, row 0 at the top."""
+        return self._on_gl_thread(self._render)
+
+    def _render(self) -> np.ndarray:
         r = self._ensure_renderer()
         r.disable_segmentation_rendering()
         r.update_scene(self.data, camera=self._camera_id)
@@ -232,6 +263,9 @@ class Sim:
 
     def segmentation(self) -> np.ndarray:
         """(H, W) int32 map of object indices into `scene.objects`; -1 where no object is seen."""
+        return self._on_gl_thread(self._segmentation)
+
+    def _segmentation(self) -> np.ndarray:
         r = self._ensure_renderer()
         r.enable_segmentation_rendering()
         try:

@@ -34,8 +34,10 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
     _pool("search", [
         "find {t}", "look for {t}", "search for {t}", "locate {t}", "find me {t}", "try to find {t}",
         "scan for {t}", "scan the area for {t}", "hunt for {t}", "look out for {t}", "see if you can find {t}",
-        "keep an eye out for {t}", "go look for {t}", "search around for {t}",
-    ], ["try to locate {t}", "look around for {t}", "search the area for {t}", "see if you can locate {t}"]),
+        "keep an eye out for {t}", "go look for {t}", "search around for {t}", "turn until you see {t}",
+        "keep turning until you find {t}", "rotate until you spot {t}", "spin around until {t} is in view",
+    ], ["try to locate {t}", "look around for {t}", "search the area for {t}", "see if you can locate {t}",
+        "rotate until you see {t}"]),
     _pool("search_question", ["where is {t}", "where's {t}", "where did {t} go"], ["where did {t} end up"]),
     _pool("goto", [
         "go to {t}", "drive to {t}", "approach {t}", "head to {t}", "move to {t}", "get to {t}", "go over to {t}",

@@ -13,6 +13,7 @@ Topics, services and actions (relative names, so namespaces and remapping work):
   out  reply            std_msgs/String          what the robot says
   out  plan             Plan                     each validated plan
   out  status           AgentStatus              on every change and once a second
+  srv  ~/reset_conversation  std_srvs/Trigger   cancel, forget the dialogue; come_back's home is the next pose
   call detector.set_classes_service (SetClasses) with the plan's phrases, before any motion
 
 Callback groups: the e-stop has its own group, commands/sensors/timer share a reentrant one, and
@@ -41,6 +42,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
 
 from lookout.agent.agent import Agent, AgentStatus, CommandOutcome
 from lookout.agent.config import AgentConfig, descriptions, flatten, resolve_path, unflatten
@@ -97,6 +99,8 @@ class AgentNode(Node):
         self.action_server = ActionServer(
             self, ExecuteCommand, "execute_command", self._execute, callback_group=self._action_group,
             goal_callback=lambda _goal: GoalResponse.ACCEPT, cancel_callback=lambda _g: CancelResponse.ACCEPT)
+        self.create_service(Trigger, "~/reset_conversation", self._on_reset_conversation,
+                            callback_group=self._io_group)
         self.timer = self.create_timer(1.0 / self.cfg.control.rate_hz, self._on_timer, callback_group=self._io_group)
         self.agent.load_model_async()  # on the agent's worker thread: the node is responsive at once
         self.get_logger().info(f"agent ready; loading {self.cfg.model.base} in the background")
@@ -176,6 +180,14 @@ class AgentNode(Node):
             self.agent.submit(msg.data)
             self.cmd_pub.publish(twist(Velocity()))  # whatever ran is cancelled: stop first
         self._publish_status(self.agent.status(), force=True)
+
+    def _on_reset_conversation(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._cmd_lock:
+            self.agent.reset_conversation()
+            self.cmd_pub.publish(twist(Velocity()))
+        self._publish_status(self.agent.status(), force=True)
+        response.success, response.message = True, "conversation cleared; come back returns to the next pose"
+        return response
 
     def _on_detections(self, msg: DetectionArray) -> None:
         self.agent.observe_detections(result_from_msg(msg), self._now())

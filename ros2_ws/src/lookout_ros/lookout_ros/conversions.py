@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lookout.perception.types import Detection, DetectionResult
 from lookout_interfaces.msg import Detection as DetectionMsg
 from lookout_interfaces.msg import DetectionArray
+
+from lookout.perception.types import Detection, DetectionResult
 
 
 def detection_to_msg(det: Detection) -> DetectionMsg:

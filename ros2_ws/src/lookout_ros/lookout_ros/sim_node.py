@@ -121,13 +121,15 @@ class SimNode(Node):
         try:
             config = self._config_from_parameters()
             overrides = self._overrides()
-            if config.model_dump() != self.config.model_dump():
+            # The node's own settings (seed, rates) need no new world; camera or physics changes do.
+            if config.model_dump(exclude={"node"}) != self.config.model_dump(exclude={"node"}):
                 new_sim = Sim(config, seed=config.node.seed, overrides=overrides)  # old sim kept until this works
                 new_sim.render()
                 self.sim.close()
-                self.sim, self.config = new_sim, config
+                self.sim = new_sim
             else:
                 self.sim.reset(config.node.seed, overrides)
+            self.config = config
         except (ValueError, RuntimeError, SceneError) as exc:  # pydantic's ValidationError is a ValueError
             response.success = False
             response.message = f"reset failed, the previous scene is kept: {exc}"
