@@ -155,7 +155,7 @@ def test_numbers_and_units_in_the_text_match_the_plan(dataset) -> None:
     """Spoken quantities (digits or words, m/cm, degrees, quarter turns) decode to the plan's numbers."""
     _, rows = dataset
     checked = Counter()
-    for row in rows["train"]:
+    for row in (r for split in SPLITS for r in rows[split]):  # every split: enough of each rarer form
         if row["meta"]["category"] not in ("move", "turn", "goto_distance") or row["meta"]["turns"] != 1:
             continue
         user = row["messages"][1]["content"].lower()
