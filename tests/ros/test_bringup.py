@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -11,7 +12,13 @@ from lookout.launch_file import load_launch_file
 
 rclpy = pytest.importorskip("rclpy", reason="ROS tests run inside the sourced workspace (make test)")
 
-from lookout_ros.bringup import BringupError, compose, launch_path, parse_overrides  # noqa: E402
+from lookout_ros.bringup import (  # noqa: E402
+    GIL_SWITCH_INTERVAL_S,
+    BringupError,
+    compose,
+    launch_path,
+    parse_overrides,
+)
 
 
 def test_overrides_and_unknown_stacks_get_clear_errors():
@@ -39,6 +46,8 @@ def test_sim_stack_runs_in_one_process_camera_to_detections_and_commands_to_repl
     desc = load_launch_file(launch_path("sim"), {"seed": "111"})
     assert [n.executable for n in desc.nodes] == ["sim_node", "detector_node", "agent_node"]
     nodes = compose(desc, ros_context)
+    # one process, one GIL: the planner must not wait 5 ms behind the other nodes at every torch call
+    assert sys.getswitchinterval() <= GIL_SWITCH_INTERVAL_S
     probe = rclpy.create_node("bringup_probe", context=ros_context)
     got: dict[str, list] = {"detections": [], "odom": [], "reply": [], "status": []}
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
