@@ -19,6 +19,7 @@ output written once, forward plus backward); see `moved_bytes` of each case.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -362,6 +363,41 @@ def fmt(v, spec=".2f", dash="-"):
     return dash if v is None else format(v, spec)
 
 
+def nf4_sweep(copy_bps: float, out: Path | None) -> int:
+    """Time `dequantize_nf4` under every launch setting (same method as the table) to choose `launch_for`."""
+    settings = [nf4.NF4Launch(flat, block, warps) for flat in (False, True) for block in (512, 1024, 2048, 4096, 8192)
+                for warps in ((1, 2, 4, 8) if block <= 2048 else (4, 8, 16))]
+    results = []
+    # a 1B MLP weight, K/V and Q/O projections, a big matrix
+    for rows_, cols in [(INTER, HIDDEN), (HIDDEN // 4, HIDDEN), (HIDDEN, HIDDEN), (4 * INTER, 4 * HIDDEN)]:
+        n = rows_ * cols
+        moved = n // 2 + n // 64 + n * 2
+        packed, state = _quantized(rows_, cols)
+        buf = torch.empty(rows_, cols, device=DEV, dtype=DTYPE)
+        expected = nf4.dequantize_nf4_reference(packed, state)
+        timed = []
+        for cfg in settings:
+            got = nf4.dequantize_nf4(packed, state, out=buf, launch=cfg)
+            assert torch.equal(got, expected), cfg
+            call = functools.partial(nf4.dequantize_nf4, packed, state, out=buf, launch=cfg)
+            ms = graph_ms(call) if DEV == "cuda" else median_ms(call, 10)
+            timed.append((ms, cfg))
+        timed.sort(key=lambda t: t[0])
+        chosen = nf4.launch_for(packed.numel())
+        chosen_ms = next(ms for ms, c in timed if c == chosen)
+        print(f"\nnf4 {rows_}x{cols} ({moved / 1e6:.1f} MB moved): launch_for -> {chosen}: {chosen_ms * 1e3:.1f} us, "
+              f"{100 * moved / (chosen_ms * 1e-3) / copy_bps:.0f}% of copy", flush=True)
+        for ms, cfg in timed[:6] + timed[-2:]:
+            print(f"  {'flat' if cfg.flat else 'rows'} block {cfg.block_bytes:5d} warps {cfg.num_warps:2d}: "
+                  f"{ms * 1e3:7.1f} us  {100 * moved / (ms * 1e-3) / copy_bps:4.0f}% of copy", flush=True)
+        results.append({"shape": [rows_, cols], "moved_bytes": moved, "chosen": chosen.__dict__, "chosen_ms": chosen_ms,
+                        "timings": [{"ms": ms, **cfg.__dict__} for ms, cfg in timed]})
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"copy_GBps": copy_bps / 1e9, "nf4_sweep": results}, indent=1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="write results as JSON here")
@@ -370,6 +406,8 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     ap.add_argument("--rep-ms", type=int, default=200, help="timing budget per measurement (ms)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU under Triton's interpreter")
+    ap.add_argument("--nf4-sweep", action="store_true",
+                    help="only time every NF4 launch setting (layout, block, warps) per weight shape and exit")
     args = ap.parse_args()
     if args.smoke:
         import os
@@ -389,6 +427,8 @@ def main() -> int:
             "tokens": args.tokens, "dtype": str(DTYPE), "copy_GBps": copy_bps / 1e9}
     print(f"# {meta['gpu']}  torch {meta['torch']}  triton {meta['triton']}  "
           f"copy bandwidth {copy_bps / 1e9:.0f} GB/s (read+write)", flush=True)
+    if args.nf4_sweep:
+        return nf4_sweep(copy_bps, args.out)
     rows = []
     for op in args.ops:
         for case in CASES[op](args.tokens):

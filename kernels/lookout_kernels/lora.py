@@ -7,7 +7,11 @@ Compared with autograd through PEFT + bitsandbytes:
     which writes its results over the buffers it read);
   * frozen 4-bit weights are dequantized again in backward rather than kept;
   * no gradient is ever formed for a frozen weight;
-  * dX accumulates all projections' contributions in one buffer through addmm.
+  * dX accumulates all projections' contributions in one buffer through addmm;
+  * when the input is an RMSNorm output of this package (`rms_norm.norm_source`), the norm's input and
+    inverse RMS, which the norm keeps anyway, stand in for it: the LoRA A gradients need x only as
+    dyb.T @ x = ((dyb * rstd).T @ x_in) * w, so the normed input is freed after the forward
+    (2 x hidden values per token and decoder layer, about 15% of a Llama layer's activations).
 Matmuls run in the compute dtype (the autocast dtype when autocast is on, else x's dtype), the LoRA
 factors cast to it, as Unsloth does; their gradients come back in the factors' own dtype (fp32 for PEFT).
 Only plain LoRA qualifies: dropout 0, no bias, one active adapter, no DoRA or other variant. For
@@ -22,6 +26,7 @@ import torch
 
 from ._common import autocast_dtype, use_triton
 from .nf4 import dequantize_nf4, dequantize_nf4_reference
+from .rms_norm import norm_source
 from .swiglu import swiglu_backward_inplace, swiglu_forward
 
 __all__ = ["LoraWeights", "lora_mlp", "lora_qkv", "lora_o", "lora_linear", "lora_weights_from_peft",
@@ -81,6 +86,24 @@ def _rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x2.to(dtype).contiguous()
 
 
+def _input_to_save(x: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What backward keeps of the input: (x2,), or (norm input rows, norm weight, rstd) for a norm output."""
+    src = norm_source(x)
+    if src is None:
+        return (x2,)
+    x_in, weight, rstd = src
+    return x_in.reshape(-1, x_in.shape[-1]), weight, rstd
+
+
+def _xt_matmul(dyb: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """dyb.T @ x2 ([r, in]) from what `_input_to_save` kept."""
+    if len(saved) == 1:
+        return dyb.t() @ saved[0]
+    x_in, weight, rstd = saved
+    scaled = (dyb.float() * rstd[:, None]).to(x_in.dtype)
+    return (scaled.t() @ x_in).float().mul_(weight.float())
+
+
 class LoraLinearsFunction(torch.autograd.Function):
     """Several LoRA projections of the same input (Q/K/V, or O alone).
 
@@ -90,8 +113,9 @@ class LoraLinearsFunction(torch.autograd.Function):
     def forward(ctx, x, projections, use_kernels, dtype, *factors):
         x2 = _rows(x, dtype)
         outs, xas = [], []
+        casts = [f.to(dtype) for f in factors]  # kept for backward: cast once per forward, not again there
         for i, p in enumerate(projections):
-            a, b = factors[2 * i].to(dtype), factors[2 * i + 1].to(dtype)
+            a, b = casts[2 * i], casts[2 * i + 1]
             y = x2 @ _base(p, dtype, use_kernels).t()
             xa = x2 @ a.t()
             y.addmm_(xa, b.t(), alpha=p.scaling)
@@ -99,21 +123,23 @@ class LoraLinearsFunction(torch.autograd.Function):
             xas.append(xa)
         ctx.projections, ctx.use_kernels, ctx.dtype, ctx.x_shape, ctx.x_dtype = (
             projections, use_kernels, dtype, x.shape, x.dtype)
-        ctx.save_for_backward(x2, *factors, *xas)
+        kept = _input_to_save(x, x2)
+        ctx.n_kept, ctx.factor_dtypes = len(kept), [f.dtype for f in factors]
+        ctx.save_for_backward(*kept, *casts, *xas)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
-        n = len(ctx.projections)
+        n, k = len(ctx.projections), ctx.n_kept
         saved = ctx.saved_tensors
-        x2, factors, xas = saved[0], saved[1:1 + 2 * n], saved[1 + 2 * n:]
+        kept, casts, xas = saved[:k], saved[k:k + 2 * n], saved[k + 2 * n:]
         dtype = ctx.dtype
         need_dx = ctx.needs_input_grad[0]
         dx = None
         dfactors: list[torch.Tensor | None] = []
         for i, p in enumerate(ctx.projections):
-            A, B = factors[2 * i], factors[2 * i + 1]
-            a, b = A.to(dtype), B.to(dtype)
+            a, b = casts[2 * i], casts[2 * i + 1]
+            a_dtype, b_dtype = ctx.factor_dtypes[2 * i], ctx.factor_dtypes[2 * i + 1]
             dy = grads[i].reshape(-1, grads[i].shape[-1]).to(dtype)
             dyb = dy @ b  # [tokens, r]
             if need_dx:
@@ -125,8 +151,8 @@ class LoraLinearsFunction(torch.autograd.Function):
                 del w
                 dx.addmm_(dyb, a, alpha=p.scaling)
             need_a, need_b = ctx.needs_input_grad[4 + 2 * i], ctx.needs_input_grad[5 + 2 * i]
-            dfactors.append((dyb.t() @ x2).mul_(p.scaling).to(A.dtype) if need_a else None)
-            dfactors.append((dy.t() @ xas[i]).mul_(p.scaling).to(B.dtype) if need_b else None)
+            dfactors.append(_xt_matmul(dyb, kept).mul_(p.scaling).to(a_dtype) if need_a else None)
+            dfactors.append((dy.t() @ xas[i]).mul_(p.scaling).to(b_dtype) if need_b else None)
         if dx is not None:
             dx = dx.view(ctx.x_shape).to(ctx.x_dtype)
         return (dx, None, None, None, *dfactors)
@@ -157,7 +183,10 @@ class LoraMLPFunction(torch.autograd.Function):
         ctx.lora = (gate, up, down)
         ctx.use_kernels, ctx.dtype, ctx.x_shape, ctx.x_dtype = use_kernels, dtype, x.shape, x.dtype
         ctx.consumed = False
-        ctx.save_for_backward(x2, e, g, xa_g, xa_u, ha_d, g_a, g_b, u_a, u_b, d_a, d_b)
+        kept = _input_to_save(x, x2)
+        ctx.n_kept = len(kept)
+        ctx.factor_dtypes = [t.dtype for t in (g_a, g_b, u_a, u_b, d_a, d_b)]
+        ctx.save_for_backward(*kept, e, g, xa_g, xa_u, ha_d, ga, gb, ua, ub, da, db)  # the casts: no recast
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
@@ -166,10 +195,11 @@ class LoraMLPFunction(torch.autograd.Function):
             raise RuntimeError("lora_mlp's backward overwrites its saved activations and can run only once "
                                "(retain_graph=True with a second backward is not supported)")
         ctx.consumed = True
-        x2, e, g, xa_g, xa_u, ha_d, G_A, G_B, U_A, U_B, D_A, D_B = ctx.saved_tensors
+        kept, rest = ctx.saved_tensors[:ctx.n_kept], ctx.saved_tensors[ctx.n_kept:]
+        e, g, xa_g, xa_u, ha_d, ga, gb, ua, ub, da, db = rest
+        ga_t, gb_t, ua_t, ub_t, da_t, db_t = ctx.factor_dtypes
         gate, up, down = ctx.lora
         dtype, use_kernels = ctx.dtype, ctx.use_kernels
-        ga, gb, ua, ub, da, db = (t.to(dtype) for t in (G_A, G_B, U_A, U_B, D_A, D_B))
         need = ctx.needs_input_grad
         dy = dout.reshape(-1, dout.shape[-1]).to(dtype)
 
@@ -188,16 +218,16 @@ class LoraMLPFunction(torch.autograd.Function):
             h = (ef * sig * gf).to(dtype)
             de = (dhf * gf * sig * (1 + ef * (1 - sig))).to(dtype)
             dg = (dhf * ef * sig).to(dtype)
-        d_da = (dyb.t() @ h).mul_(down.scaling).to(D_A.dtype) if need[10] else None
-        d_db = (dy.t() @ ha_d).mul_(down.scaling).to(D_B.dtype) if need[11] else None
+        d_da = (dyb.t() @ h).mul_(down.scaling).to(da_t) if need[10] else None
+        d_db = (dy.t() @ ha_d).mul_(down.scaling).to(db_t) if need[11] else None
         del h, dh
 
         # through gate and up
         deb, dgb = de @ gb, dg @ ub
-        d_ga = (deb.t() @ x2).mul_(gate.scaling).to(G_A.dtype) if need[6] else None
-        d_gb = (de.t() @ xa_g).mul_(gate.scaling).to(G_B.dtype) if need[7] else None
-        d_ua = (dgb.t() @ x2).mul_(up.scaling).to(U_A.dtype) if need[8] else None
-        d_ub = (dg.t() @ xa_u).mul_(up.scaling).to(U_B.dtype) if need[9] else None
+        d_ga = _xt_matmul(deb, kept).mul_(gate.scaling).to(ga_t) if need[6] else None
+        d_gb = (de.t() @ xa_g).mul_(gate.scaling).to(gb_t) if need[7] else None
+        d_ua = _xt_matmul(dgb, kept).mul_(up.scaling).to(ua_t) if need[8] else None
+        d_ub = (dg.t() @ xa_u).mul_(up.scaling).to(ub_t) if need[9] else None
         dx = None
         if need[0]:
             dx = de @ _base(gate, dtype, use_kernels)

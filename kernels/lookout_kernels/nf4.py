@@ -9,8 +9,8 @@ state2.code[q] * state2.absmax[i // state2.blocksize] + offset, in fp32, in that
 product and the add as two kernels, so the kernel here must not fuse them into an FMA).
 Each value is NF4_TABLE[nibble] * absmax in fp32, rounded to `quant_state.dtype` (round to nearest even).
 
-One launch, double-quantized absmax included: each program turns about 1024 packed bytes into 2048
-values, written into `out` when given (a buffer reused across layers and steps).
+One launch, double-quantized absmax included: each program turns 1024 consecutive packed bytes into
+2048 values (`launch_for`), written into `out` when given (a buffer reused across layers and steps).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import triton.language as tl
 from . import interpret_mode
 from ._common import launchable, use_triton
 
-__all__ = ["dequantize_nf4", "dequantize_nf4_reference", "quantize_nf4", "NF4_TABLE", "NF4QuantState"]
+__all__ = ["dequantize_nf4", "NF4Launch", "launch_for", "dequantize_nf4_reference", "quantize_nf4", "NF4_TABLE", "NF4QuantState"]
 
 # bitsandbytes.functional.get_4bit_type("nf4"): quantiles of N(0, 1), scaled to [-1, 1].
 NF4_TABLE = (
@@ -35,7 +35,26 @@ NF4_TABLE = (
     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 )
 
-_BLOCK = 1024  # packed bytes per program (about): 2048 outputs
+
+
+@dataclass(frozen=True)
+class NF4Launch:
+    """How the dequantization kernel is launched: `flat` 1-D blocks (or absmax-block rows), packed bytes
+    per program, warps per program. `launch_for` picks one by size; benchmarks sweep the others."""
+
+    flat: bool = True
+    block_bytes: int = 1024
+    num_warps: int = 2
+
+
+def launch_for(n_bytes: int) -> NF4Launch:
+    """The launch settings for a weight of `n_bytes` packed bytes. Measured on the H200
+    (`bench/kernels.py --nf4-sweep`, 2026-11-29): 1-D blocks of 1024 bytes with 2 warps were the fastest
+    for a Llama-3.2-1B MLP weight (8 MiB packed) and for a 128 MiB one; on a 2 MiB Q/O weight 4 warps were
+    (4.7 us against 5.3). Below that one launch's ramp-up dominates whatever the setting."""
+    if n_bytes <= 2**22:
+        return NF4Launch(num_warps=4)
+    return NF4Launch()
 
 
 @functools.cache
@@ -47,14 +66,22 @@ def _nf4_table(device: torch.device) -> torch.Tensor:
 def _nf4_dequant_kernel(
     OUT, PACKED, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n_out, n_bytes,
     HALF_BS: tl.constexpr, ROWS: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr,
-    OUT_KIND: tl.constexpr, PAIRED: tl.constexpr, BF16_BY_HAND: tl.constexpr,
+    OUT_KIND: tl.constexpr, PAIRED: tl.constexpr, BF16_BY_HAND: tl.constexpr, FLAT: tl.constexpr,
 ):
-    # A program covers ROWS absmax blocks of HALF_BS packed bytes each: one absmax load per block row,
-    # broadcast along it, instead of one gather per byte.
-    blk = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    byte = blk[:, None] * HALF_BS + tl.arange(0, HALF_BS)[None, :]
-    bmask = byte < n_bytes
-    rmask = blk * HALF_BS < n_bytes
+    if FLAT:
+        # A program covers ROWS * HALF_BS consecutive packed bytes as one 1-D block; each byte gathers
+        # its block's absmax (neighbours share it, so the gathers hit L1): wider contiguous accesses.
+        byte = tl.program_id(0).to(tl.int64) * (ROWS * HALF_BS) + tl.arange(0, ROWS * HALF_BS)
+        blk = byte // HALF_BS
+        bmask = byte < n_bytes
+        rmask = bmask
+    else:
+        # A program covers ROWS absmax blocks of HALF_BS packed bytes each: one absmax load per block
+        # row, broadcast along it, instead of one gather per byte.
+        blk = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        byte = blk[:, None] * HALF_BS + tl.arange(0, HALF_BS)[None, :]
+        bmask = byte < n_bytes
+        rmask = blk * HALF_BS < n_bytes
     packed = tl.load(PACKED + byte, mask=bmask, other=0).to(tl.int32)
     v_hi = tl.load(CODE + (packed >> 4))  # 16-entry table: stays in L1
     v_lo = tl.load(CODE + (packed & 15))
@@ -64,8 +91,12 @@ def _nf4_dequant_kernel(
         absmax = absmax + tl.load(OFFSET)  # a separate rounding, as in bnb: launched without FMA fusion
     else:
         absmax = tl.load(ABSMAX + blk, mask=rmask, other=0.0)
-    hi = v_hi * absmax[:, None]  # value 2*byte (high nibble comes first)
-    lo = v_lo * absmax[:, None]  # value 2*byte + 1
+    if FLAT:
+        scale = absmax
+    else:
+        scale = absmax[:, None]
+    hi = v_hi * scale  # value 2*byte (high nibble comes first)
+    lo = v_lo * scale  # value 2*byte + 1
     # Bit patterns of the rounded outputs, as unsigned ints.
     if OUT_KIND == 0:  # fp32
         hi_bits = hi.to(tl.uint32, bitcast=True)
@@ -127,9 +158,11 @@ def _validate(weight_data: torch.Tensor, quant_state) -> tuple[int, torch.Size]:
     return n, shape
 
 
-def dequantize_nf4(weight_data: torch.Tensor, quant_state, out: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize_nf4(weight_data: torch.Tensor, quant_state, out: torch.Tensor | None = None, *,
+                   launch: NF4Launch | None = None) -> torch.Tensor:
     """Dequantize a bitsandbytes NF4 weight (Params4bit data + QuantState) into `out` (allocated when
-    None; must be contiguous with quant_state's shape and dtype). Same bits as bnb's dequantize_4bit."""
+    None; must be contiguous with quant_state's shape and dtype). Same bits as bnb's dequantize_4bit.
+    `launch` overrides the kernel's launch settings (`launch_for(bytes)` otherwise)."""
     n, shape = _validate(weight_data, quant_state)
     if out is not None and (out.shape != shape or out.dtype != quant_state.dtype or not out.is_contiguous()):
         raise ValueError(
@@ -163,12 +196,15 @@ def dequantize_nf4(weight_data: torch.Tensor, quant_state, out: torch.Tensor | N
         paired = n % 2 == 0 and out.data_ptr() % word.itemsize == 0
         target = out.view(-1).view(word if paired else (torch.int32 if kind == 0 else torch.int16))
         half_bs = quant_state.blocksize // 2
-        rows = max(1, _BLOCK // half_bs)
+        cfg = launch or launch_for(packed.numel())
+        if cfg.block_bytes < 1 or cfg.block_bytes & (cfg.block_bytes - 1):
+            raise ValueError(f"block_bytes must be a power of two, got {cfg.block_bytes}")
+        rows = max(1, cfg.block_bytes // half_bs)
         if n:
             launchable(_nf4_dequant_kernel)[(triton.cdiv(triton.cdiv(packed.numel(), half_bs), rows),)](
                 target, packed, absmax, _nf4_table(dev), absmax2, code2, offset, n, packed.numel(),
                 HALF_BS=half_bs, ROWS=rows, BLOCKSIZE2=blocksize2, NESTED=nested, OUT_KIND=kind, PAIRED=paired,
-                BF16_BY_HAND=interpret_mode(), num_warps=4, enable_fp_fusion=False,
+                BF16_BY_HAND=interpret_mode(), FLAT=cfg.flat, num_warps=cfg.num_warps, enable_fp_fusion=False,
             )
         result = out
     # bnb's backward-compatibility rule: data packed in the transposed [1, n/2] form comes back transposed

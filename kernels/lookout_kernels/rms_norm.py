@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ._common import add_combine, as_rows, launchable, row_settings, sm_count, use_triton
 
@@ -113,6 +114,18 @@ def rms_norm_backward(
     return dx.view(x.shape), dw
 
 
+# output -> (input, weight, inverse RMS) of every RMSNormFunction output still alive: a consumer that
+# would keep the output for its backward (the fused LoRA blocks) can keep these instead, which the norm
+# keeps anyway, and let the output go after the forward (`norm_source`).
+_SOURCES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def norm_source(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(x, weight, rstd) when y is the output of `rms_norm` on the Triton path (y = weight * (x * rstd)
+    per row, rounded to x's dtype), else None."""
+    return _SOURCES.get(y)
+
+
 class RMSNormFunction(torch.autograd.Function):
     """Saves x, the weight and the fp32 inverse RMS per row; nothing of the output."""
 
@@ -121,6 +134,7 @@ class RMSNormFunction(torch.autograd.Function):
         y, rstd = rms_norm_forward(x, weight, eps)
         ctx.compute_dw = bool(weight_requires_grad)
         ctx.save_for_backward(x, weight, rstd)
+        _SOURCES[y] = (x.detach(), weight.detach(), rstd)
         return y
 
     @staticmethod

@@ -19,6 +19,7 @@ from lookout_kernels.lora import (
     lora_weights_from_peft,
 )
 from lookout_kernels.nf4 import dequantize_nf4_reference
+from lookout_kernels.rms_norm import norm_source, rms_norm, rms_norm_reference
 from peft import LoraConfig, get_peft_model
 
 from ._util import DEVICE, ON_GPU, REL_TOL, assert_rel, gpu_only, randn, saved_for_backward
@@ -133,12 +134,49 @@ def test_mlp_saves_inputs_and_small_products_only(gen):
     x = randn(n, hid, gen=gen, dtype=torch.bfloat16).requires_grad_()
     with saved_for_backward() as saved:
         lora_mlp(x, gate, up, down)
-    factors = sum(t.numel() * 4 for p in (gate, up, down) for t in (p.lora_A, p.lora_B))
-    # x, gate and up pre-activations, three [tokens, r] products, the factors (referenced, not copied)
+    factors = sum(t.numel() * 2 for p in (gate, up, down) for t in (p.lora_A, p.lora_B))
+    # x, gate and up pre-activations, three [tokens, r] products, the factors' casts to the compute dtype
     assert saved[0] == (n * hid + 2 * n * inter + 3 * n * r) * 2 + factors
     with saved_for_backward() as saved_ref:
         lora_mlp_reference(x, gate, up, down)
     assert saved_ref[0] > saved[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_blocks_after_an_rms_norm_keep_the_norm_input_not_its_output(shape, dtype, gen):
+    """RMSNorm -> Q/K/V and RMSNorm -> MLP, as in a Llama layer: the LoRA blocks keep the norm's input
+    and inverse RMS (kept by the norm anyway) instead of the normed activations, with the same gradients."""
+    n, hid, inter, q_out, kv_out, r = shape
+    q, k, v = (projection(o, hid, r, dtype, gen) for o in (q_out, kv_out, kv_out))
+    gate, up, down = projection(inter, hid, r, dtype, gen), projection(inter, hid, r, dtype, gen), \
+        projection(hid, inter, r, dtype, gen)
+    w_attn, w_mlp = (1 + 0.1 * randn(hid, gen=gen, dtype=dtype) for _ in range(2))
+    x = randn(2, n, hid, gen=gen, dtype=dtype).requires_grad_()
+    normed = rms_norm(x, w_attn, 1e-5)
+    assert norm_source(normed) is not None and norm_source(normed)[0].data_ptr() == x.data_ptr()
+    outs = lora_qkv(normed, q, k, v)
+    mid = x + outs[0][..., :hid] if q_out >= hid else x
+    normed_mlp = rms_norm(mid, w_mlp, 1e-5)
+    with saved_for_backward() as saved:
+        y = lora_mlp(normed_mlp, gate, up, down)
+    # the normed input is not among the MLP's saved tensors: x's rows, the norm weight and rstd are
+    size = dtype.itemsize
+    assert saved[0] == (2 * n * hid + 2 * 2 * n * inter + 3 * 2 * n * r + hid) * size + 2 * n * 4 + sum(
+        t.numel() * size for p in (gate, up, down) for t in (p.lora_A, p.lora_B))
+    grads_out = [randn(*t.shape, gen=gen, dtype=dtype) for t in (*outs, y)]
+    torch.autograd.backward((*outs, y), grads_out)
+
+    ps64 = [as_float64(p) for p in (q, k, v, gate, up, down)]
+    x64 = x.detach().double().requires_grad_()
+    outs64 = lora_qkv_reference(rms_norm_reference(x64, w_attn.double(), 1e-5), *ps64[:3])
+    mid64 = x64 + outs64[0][..., :hid] if q_out >= hid else x64
+    y64 = lora_mlp_reference(rms_norm_reference(mid64, w_mlp.double(), 1e-5), *ps64[3:])
+    torch.autograd.backward((*outs64, y64), [g.double() for g in grads_out])
+    tol = TOL[dtype]
+    assert_rel(x.grad, x64.grad, tol, "dx")
+    for i, (g, g64) in enumerate(zip(factor_grads((q, k, v, gate, up, down)), factor_grads(ps64), strict=True)):
+        assert_rel(g, g64, tol, f"factor grad {i}")
 
 
 def test_second_backward_through_the_mlp_is_a_clear_error(gen):

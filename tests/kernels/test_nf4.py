@@ -8,7 +8,7 @@ import bitsandbytes.functional as bnbf
 import pytest
 import torch
 from bitsandbytes.backends.utils import _get_4bit_code
-from lookout_kernels.nf4 import dequantize_nf4, dequantize_nf4_reference, quantize_nf4
+from lookout_kernels.nf4 import NF4Launch, dequantize_nf4, dequantize_nf4_reference, launch_for, quantize_nf4
 
 from ._util import DEVICE, DTYPES, gpu_only, randn
 
@@ -50,6 +50,30 @@ def test_bit_exact_against_bitsandbytes(shape, dtype, nested, gen):
     assert got.dtype == dtype and got.shape == shape
     assert torch.equal(got, expected)
     assert torch.equal(dequantize_nf4_reference(packed, state), expected)
+
+
+LAUNCHES = [NF4Launch(flat=False, block_bytes=64, num_warps=1), NF4Launch(flat=True, block_bytes=128, num_warps=2),
+            NF4Launch(flat=True, block_bytes=16, num_warps=1)] + gpu_only(
+    NF4Launch(flat=True, block_bytes=4096, num_warps=8), NF4Launch(flat=False, block_bytes=8192, num_warps=16))
+
+
+@pytest.mark.parametrize("launch", LAUNCHES, ids=lambda c: f"{'flat' if c.flat else 'rows'}{c.block_bytes}w{c.num_warps}")
+@pytest.mark.parametrize("shape", [(33, 64), (7, 9), (96, 40)] + gpu_only((8192, 2048), (513, 2048)), ids=str)
+def test_every_launch_setting_is_bit_exact(shape, launch, gen):
+    """The size heuristic may pick any of these; each layout (1-D blocks or absmax rows, blocks smaller
+    than an absmax block, ragged tails) must give bitsandbytes' bits."""
+    w = randn(*shape, gen=gen, dtype=torch.bfloat16, scale=0.05)
+    packed, state = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
+    assert torch.equal(dequantize_nf4(packed, state, launch=launch), bnb_dequantize(packed, state))
+
+
+def test_launch_heuristic_and_bad_block_size(gen):
+    for n_bytes in (1, 1000, 2**22, 2**27):
+        cfg = launch_for(n_bytes)
+        assert cfg.block_bytes & (cfg.block_bytes - 1) == 0 and cfg.num_warps in (1, 2, 4, 8, 16)
+    packed, state = bnbf.quantize_4bit(randn(8, 64, gen=gen, dtype=torch.bfloat16), quant_type="nf4")
+    with pytest.raises(ValueError, match="power of two"):
+        dequantize_nf4(packed, state, launch=NF4Launch(block_bytes=96))
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (80, 96), (33, 64)], ids=str)

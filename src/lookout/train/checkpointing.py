@@ -134,17 +134,19 @@ def offloaded_checkpoint(function: Callable[..., torch.Tensor], hidden_states: t
 
 
 # Activation elements one decoder layer keeps per token when it is not checkpointed, an upper bound
-# for the patched Llama block: the attention's input, norm output, Q, K, V, SDPA output and the O
-# projection's input (7 x hidden minus what GQA shares: 5 x hidden + 2 x kv width), the MLP's input and
-# norm output (2 x hidden) and its gate and up pre-activations (2 x intermediate). LoRA's [tokens, r]
-# products are negligible. At Llama-3.2-1B width it is 63.5 KB/token/layer in bf16; the H200 measured
-# about 52 KB (the residual input is shared with the norm's saved input).
-def layer_activation_bytes_per_token(config: Any, dtype_bytes: int = 2) -> int:
+# for the patched Llama block: the attention's input, Q, K, V, SDPA output and the O projection's input
+# (5 x hidden minus what GQA shares: 3 x hidden + 2 x kv width), the MLP's input (hidden) and its gate and
+# up pre-activations (2 x intermediate). On the kernels' path the fused LoRA blocks keep the norms' inputs
+# instead of their outputs (lookout_kernels.lora); the reference path (CPU) keeps both norm outputs too
+# (2 x hidden more). LoRA's [tokens, r] products are negligible. At Llama-3.2-1B width, kernels' path:
+# 55.3 KB/token/layer in bf16.
+def layer_activation_bytes_per_token(config: Any, dtype_bytes: int = 2, norm_outputs_kept: bool = False) -> int:
     hidden = config.hidden_size
     heads = config.num_attention_heads
     kv_width = (getattr(config, "num_key_value_heads", None) or heads) * (getattr(config, "head_dim", None)
                                                                            or hidden // heads)
-    return dtype_bytes * (7 * hidden + 2 * kv_width + 2 * config.intermediate_size)
+    kept = 5 * hidden + 2 * kv_width + 2 * config.intermediate_size
+    return dtype_bytes * (kept + (2 * hidden if norm_outputs_kept else 0))
 
 
 AUTO_DEVICE_FRACTION = 0.5  # of the GPU's total memory, for activations, when no budget is given
@@ -168,9 +170,10 @@ class AutoCheckpointPolicy:
     the model config, the token count and the budget, so it is the same at every step of a fixed shape.
     """
 
-    def __init__(self, config: Any, n_layers: int, budget_bytes: float | None, dtype_bytes: int = 2) -> None:
+    def __init__(self, config: Any, n_layers: int, budget_bytes: float | None, dtype_bytes: int = 2,
+                 norm_outputs_kept: bool = False) -> None:
         self.n_layers, self.budget_bytes = n_layers, budget_bytes
-        self.per_token = layer_activation_bytes_per_token(config, dtype_bytes)
+        self.per_token = layer_activation_bytes_per_token(config, dtype_bytes, norm_outputs_kept)
         self.last: dict[str, int] = {}
 
     def layers_to_checkpoint(self, tokens: int) -> int:
@@ -225,8 +228,9 @@ def set_gradient_checkpointing(model: torch.nn.Module, mode: GradientCheckpointi
         if config is None or not hasattr(config, "intermediate_size"):
             raise ValueError("gradient_checkpointing='auto' needs a decoder config with hidden and intermediate sizes")
         param = next(model.parameters(), None)
-        dtype_bytes = 2 if param is None or param.device.type == "cuda" else 4
-        policy = AutoCheckpointPolicy(config, len(layers), _auto_budget_bytes(model, memory_budget_gib), dtype_bytes)
+        on_gpu = param is None or param.device.type == "cuda"
+        policy = AutoCheckpointPolicy(config, len(layers), _auto_budget_bytes(model, memory_budget_gib),
+                                      2 if on_gpu else 4, norm_outputs_kept=not on_gpu)
     elif memory_budget_gib is not None:
         raise ValueError("memory_budget_gib only applies to gradient_checkpointing='auto'")
     for index, layer in enumerate(layers):

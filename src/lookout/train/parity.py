@@ -36,6 +36,13 @@ GRAD_RTOL_FP32 = 1e-4
 # own running RMS, so an element whose gradient sits at bf16 rounding level takes ~lr-sized steps whose
 # sign the rounding picks, and a 1-ulp difference becomes an O(lr) one. The loss curves and the
 # first-step gradients are the bars there. On the CPU (fp32) the weight bar still decides.
+#
+# The noise floor (GPU): a third model, the same HF + PEFT reference computing in fp32 without autocast,
+# is the truth both bf16 paths are measured against. "No loss of accuracy" then means the patched model is
+# no further from fp32 than Hugging Face's own bf16 path is: per measure (first-step gradients, weights after
+# training; median and max over tensors), patched error <= NOISE_FACTOR x reference error. Where the direct
+# bars above fail but this holds, the gap is bf16 rounding that HF has too, not a defect of the kernels.
+NOISE_FACTOR = 1.5
 
 
 def parity_conversations(n: int = 24) -> list[list[dict[str, str]]]:
@@ -87,13 +94,14 @@ def _reference_model(path: Path, r: int, alpha: int, seed: int, dtype: Any) -> A
     return peft_model
 
 
-def _first_step_grads(model: Any, batch: dict[str, Any], device: str, n_targets: int) -> dict[str, Any]:
+def _first_step_grads(model: Any, batch: dict[str, Any], device: str, n_targets: int,
+                      autocast: bool = True) -> dict[str, Any]:
     """LoRA gradients of one forward/backward on `batch` (the loop's autocast and loss normalisation);
     the gradients are cleared afterwards so training starts from the same state."""
     import torch
 
     batch = {k: v.to(device) for k, v in batch.items()}
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast and device == "cuda"):
         loss = model(**batch, use_cache=False, num_items_in_batch=n_targets).loss
     loss.backward()
     grads = {}
@@ -120,9 +128,13 @@ def _distribution(errors: dict[str, float]) -> dict[str, Any]:
 def run_parity(
     shape: str = "tiny", steps: int = 30, workdir: str | Path | None = None, max_seq_length: int = 256,
     micro_batch_size: int = 2, grad_accum_steps: int = 2, learning_rate: float | None = None,
-    gradient_checkpointing: bool | str = "offload", seed: int = 0,
+    gradient_checkpointing: bool | str = "offload", seed: int = 0, fp32_truth: bool | None = None,
+    fp32: bool = False,
 ) -> dict[str, Any]:
-    """Train both models; returns both loss curves, the worst relative gaps and per-tensor LoRA errors."""
+    """Train both models; returns both loss curves, the worst relative gaps and per-tensor LoRA errors.
+    `fp32_truth` (default: on a GPU) also trains the reference in fp32 and measures both against it.
+    `fp32` runs both models in fp32 without autocast, also on a GPU: the kernels' math at full width,
+    judged by the fp32 bars."""
     import torch
 
     from lookout.train.chat_data import build_rows
@@ -134,16 +146,16 @@ def run_parity(
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = default_dtype()
+        dtype = torch.float32 if fp32 else default_dtype()
         base = save_random_llama(tmp / "base", shape=shape, tokenizer=build_chat_tokenizer(), device=device,
                                  dtype=dtype if device == "cuda" else torch.float32)
         cfg = TrainConfig(
             max_seq_length=max_seq_length, micro_batch_size=micro_batch_size, grad_accum_steps=grad_accum_steps,
             max_steps=steps, learning_rate=learning_rate or (1e-3 if shape == "tiny" else 2e-4),
             optimizer="adamw", lr_schedule="constant", warmup_steps=0, save_every=10**6, progress_bar=False,
-            seed=seed, lora_r=8 if shape == "tiny" else 16, lora_alpha=16,
+            seed=seed, lora_r=8 if shape == "tiny" else 16, lora_alpha=16, bf16=False if fp32 else "auto",
         )
-        patched, tokenizer = FastLlama.from_pretrained(base, max_seq_length=max_seq_length)
+        patched, tokenizer = FastLlama.from_pretrained(base, max_seq_length=max_seq_length, dtype=dtype)
         rows, _ = build_rows(tokenizer, parity_conversations(), max_seq_length, pack=True)
         patched = FastLlama.get_peft_model(patched, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, random_state=seed,
                                            gradient_checkpointing=gradient_checkpointing)
@@ -154,13 +166,24 @@ def run_parity(
 
         first = collate(rows[:micro_batch_size], tokenizer.pad_token_id)
         n_targets = max(1, int((first["labels"][:, 1:] != IGNORE_INDEX).sum()))
-        grads = {name: _first_step_grads(model, first, device, n_targets)
+        grads = {name: _first_step_grads(model, first, device, n_targets, autocast=not fp32)
                  for name, model in (("patched", patched), ("reference", reference))}
         curves, weights = {}, {}
         for name, model in (("patched", patched), ("reference", reference)):
             result = train(model, rows, cfg, tmp / f"run-{name}", pad_token_id=tokenizer.pad_token_id)
             curves[name] = [r["loss"] for r in result.history]
             weights[name] = _lora_state(model)
+        del patched, reference
+        if fp32_truth is None:
+            fp32_truth = device == "cuda" and not fp32
+        if fp32_truth:
+            truth = _reference_model(base, cfg.lora_r, cfg.lora_alpha, seed, torch.float32)
+            grads["truth"] = _first_step_grads(truth, first, device, n_targets, autocast=False)
+            result = train(truth, rows, cfg.model_copy(update={"bf16": False}), tmp / "run-truth",
+                           pad_token_id=tokenizer.pad_token_id)
+            curves["truth"] = [r["loss"] for r in result.history]
+            weights["truth"] = _lora_state(truth)
+            del truth
     rel = [abs(a - b) / abs(b) for a, b in zip(curves["patched"], curves["reference"], strict=True)]
     max_err = {}
     for k, ref in weights["reference"].items():
@@ -172,7 +195,7 @@ def run_parity(
                                        {k: grads["reference"][k] for k in b_keys}))
     grad_a_max_abs = max(max(g.abs().max().item() for k, g in grads[side].items() if "lora_A" in k)
                          for side in ("patched", "reference"))
-    bf16 = device == "cuda"
+    bf16 = device == "cuda" and not fp32
     loss_ok = max(rel) <= LOSS_RTOL
     if bf16:
         grad_ok = grad_b["median"] <= GRAD_RTOL_BF16_MEDIAN and grad_b["max"] <= GRAD_RTOL_BF16_MAX
@@ -181,8 +204,13 @@ def run_parity(
         grad_ok = grad_b["max"] <= GRAD_RTOL_FP32
         grad_bars = {"max": GRAD_RTOL_FP32}
     weights_ok = weight_dist["max"] <= BF16_RTOL
+    noise = _noise_floor(grads, weights, curves, b_keys) if "truth" in grads else None
+    if noise is not None and bf16:
+        grad_ok = grad_ok or noise["grad_ok"]
+        weights_ok = weights_ok or noise["weights_ok"]
     return {
-        "shape": shape, "steps": steps, "device": device, "rows": len(rows), "init_lora_max_abs_diff": init_gap,
+        "shape": shape, "steps": steps, "device": device, "precision": "bf16" if bf16 else "fp32", "rows": len(rows),
+        "init_lora_max_abs_diff": init_gap,
         "loss_patched": curves["patched"], "loss_reference": curves["reference"],
         "loss_max_rel_diff": max(rel), "loss_bar": LOSS_RTOL, "loss_ok": loss_ok,
         "grad_lora_B": grad_b, "grad_bars": grad_bars, "grad_ok": grad_ok, "grad_lora_A_max_abs": grad_a_max_abs,
@@ -190,8 +218,24 @@ def run_parity(
         "weights_decide": not bf16,
         "lora_max_rel_fro_err": weight_dist["max"], "lora_worst_tensor": weight_dist["worst"],
         "lora_max_elem_err_of_scale": max(max_err.values()),
-        "passed": loss_ok and grad_ok and (weights_ok or bf16),
+        "noise_floor": noise,
+        "passed": loss_ok and grad_ok and (weights_ok or (bf16 and noise is None)),
     }
+
+
+def _noise_floor(grads: dict, weights: dict, curves: dict, b_keys: list[str]) -> dict[str, Any]:
+    """Both bf16 paths against the fp32 truth (see NOISE_FACTOR)."""
+    out: dict[str, Any] = {"factor": NOISE_FACTOR}
+    for measure, data, keys in (("grad_lora_B", grads, b_keys), ("weights", weights, list(weights["truth"]))):
+        truth = {k: data["truth"][k] for k in keys}
+        for side in ("patched", "reference"):
+            out[f"{measure}_{side}"] = _distribution(_rel_errors({k: data[side][k] for k in keys}, truth))
+        p, r = out[f"{measure}_patched"], out[f"{measure}_reference"]
+        out[f"{measure}_ok"] = all(p[q] <= NOISE_FACTOR * r[q] for q in ("median", "max"))
+    for side in ("patched", "reference"):
+        out[f"loss_{side}_max_rel"] = max(abs(a - b) / abs(b) for a, b in zip(curves[side], curves["truth"], strict=True))
+    out["grad_ok"], out["weights_ok"] = out.pop("grad_lora_B_ok"), out.pop("weights_ok")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--gradient-checkpointing", default="offload", choices=["offload", "auto", "true", "false"])
+    ap.add_argument("--fp32-truth", choices=["auto", "on", "off"], default="auto",
+                    help="also train the reference in fp32 and measure both against it (auto: on a GPU)")
+    ap.add_argument("--fp32", action="store_true", help="both models in fp32 without autocast (fp32 bars)")
     args = ap.parse_args(argv)
     gc = {"true": True, "false": False}.get(args.gradient_checkpointing, args.gradient_checkpointing)
-    res = run_parity(args.shape, args.steps, max_seq_length=args.max_seq_length, gradient_checkpointing=gc)
+    truth = {"auto": None, "on": True, "off": False}[args.fp32_truth]
+    res = run_parity(args.shape, args.steps, max_seq_length=args.max_seq_length, gradient_checkpointing=gc,
+                     fp32_truth=truth, fp32=args.fp32)
     print("PARITY " + json.dumps(res))
     g, w = res["grad_lora_B"], res["weights"]
     print(f"loss curves: max rel diff {res['loss_max_rel_diff']:.2e} (bar {LOSS_RTOL}): "
@@ -214,6 +263,15 @@ def main(argv: list[str] | None = None) -> int:
           f"p90 {w['p90']:.2e}, max {w['max']:.2e} ({w['worst']}); bar {BF16_RTOL} on the max: "
           f"{'ok' if res['weights_ok'] else 'over'}"
           f"{'' if res['weights_decide'] else ' (reported, not decisive in bf16: see parity.py)'}")
+    nf = res["noise_floor"]
+    if nf:
+        for m in ("grad_lora_B", "weights"):
+            pt, rf = nf[f"{m}_patched"], nf[f"{m}_reference"]
+            print(f"against fp32 truth, {m}: patched median {pt['median']:.2e} max {pt['max']:.2e}; HF bf16 median "
+                  f"{rf['median']:.2e} max {rf['max']:.2e}: patched within {NOISE_FACTOR}x of HF's own error: "
+                  f"{'ok' if nf['grad_ok' if m == 'grad_lora_B' else 'weights_ok'] else 'FAIL'}")
+        print(f"against fp32 truth, loss curves: patched {nf['loss_patched_max_rel']:.2e}, "
+              f"HF bf16 {nf['loss_reference_max_rel']:.2e}")
     print("PASS" if res["passed"] else "FAIL")
     return 0 if res["passed"] else 1
 
