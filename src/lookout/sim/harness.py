@@ -126,7 +126,7 @@ def load_planner(profile: str, agent_cfg: AgentConfig, caps: Capabilities) -> An
     return Planner(model_cfg, caps)
 
 
-def load_detector(profile: str, sim_cfg: SimConfig, opts: HarnessOptions) -> Any:
+def load_detector(profile: str, opts: HarnessOptions) -> Any:
     from lookout.models.registry import load_profile
     from lookout.perception.config import load_detector_config
     from lookout.perception.detector import Detector
@@ -253,7 +253,7 @@ class SimStack:
         if detector is not None:
             self.detector = detector
         elif opts.perception == "model":
-            self.detector = load_detector(opts.profile, self.sim_cfg, opts)
+            self.detector = load_detector(opts.profile, opts)
         else:
             self.detector = None
         self.load_s = time.perf_counter() - t0
