@@ -195,7 +195,8 @@ class LoraMLPFunction(torch.autograd.Function):
             raise RuntimeError("lora_mlp's backward overwrites its saved activations and can run only once "
                                "(retain_graph=True with a second backward is not supported)")
         ctx.consumed = True
-        kept, rest = ctx.saved_tensors[:ctx.n_kept], ctx.saved_tensors[ctx.n_kept:]
+        saved = ctx.saved_tensors  # once: checkpointing's unpack hooks allow one unpack
+        kept, rest = saved[:ctx.n_kept], saved[ctx.n_kept:]
         e, g, xa_g, xa_u, ha_d, ga, gb, ua, ub, da, db = rest
         ga_t, gb_t, ua_t, ub_t, da_t, db_t = ctx.factor_dtypes
         gate, up, down = ctx.lora

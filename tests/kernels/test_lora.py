@@ -268,3 +268,34 @@ def test_peft_layers_the_fused_path_cannot_reproduce_fall_back(case, gen):
 
 def test_gpu_shapes_present_only_with_a_gpu():
     assert (len(SHAPES) > 2) == ON_GPU
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_norm_then_blocks_under_activation_checkpointing(use_reentrant, gen):
+    """A checkpointed layer re-runs norm -> Q/K/V and norm -> MLP in backward: the recompute must save the
+    same tensors (the norm's input in place of its output) and give the same gradients as no checkpointing."""
+    from torch.utils.checkpoint import checkpoint
+
+    hid, inter, r = 64, 96, 4
+    q, k, v = (projection(o, hid, r, torch.float32, gen) for o in (64, 32, 32))
+    gate, up, down = projection(inter, hid, r, torch.float32, gen), projection(inter, hid, r, torch.float32, gen), \
+        projection(hid, inter, r, torch.float32, gen)
+    w1, w2 = (1 + 0.1 * randn(hid, gen=gen) for _ in range(2))
+    x0 = randn(2, 5, hid, gen=gen)
+
+    def layer(x):
+        qo, ko, vo = lora_qkv(rms_norm(x, w1, 1e-5), q, k, v)
+        mid = x + qo + 0.5 * torch.cat((ko, vo), -1)
+        return mid + lora_mlp(rms_norm(mid, w2, 1e-5), gate, up, down)
+
+    ps = (q, k, v, gate, up, down)
+    results = []
+    for wrap in (False, True):
+        for t in (t for p in ps for t in (p.lora_A, p.lora_B)):
+            t.grad = None
+        x = x0.clone().requires_grad_()
+        y = checkpoint(layer, x, use_reentrant=use_reentrant) if wrap else layer(x)
+        (y * y).sum().backward()
+        results.append([x.grad.clone(), *(g.clone() for g in factor_grads(ps))])
+    for a, b in zip(*results, strict=True):
+        assert_rel(a, b, 1e-6, "checkpointed vs plain")
