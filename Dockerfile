@@ -29,7 +29,7 @@ RUN python3 -m pip install -e ".[dev]"
 COPY . .
 RUN python3 -m pip install --no-deps -e . \
     && . /opt/ros/kilted/setup.sh \
-    && cd ros2_ws && colcon build --cmake-args -DBUILD_TESTING=OFF
+    && cd ros2_ws && colcon build --packages-skip vision_msgs --cmake-args -DBUILD_TESTING=OFF
 
 COPY scripts/docker-entrypoint.sh /entrypoint.sh
 ENTRYPOINT ["/entrypoint.sh"]

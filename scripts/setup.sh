@@ -79,7 +79,11 @@ if [ "$(cat ros2_ws/install/.lookout-ws 2>/dev/null)" != "$ws_hash" ]; then
     export PATH="$VENV/bin:$PATH"
     export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
     export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-    "$VENV/bin/colcon" build --event-handlers console_cohesion- console_direct- summary+ \
+    skip=()  # ros2_ws/src/vision_msgs stands in only where no vision_msgs is installed (apt, a sourced ROS)
+    if "$PY" -c "import sys, vision_msgs; sys.exit('ros2_ws/install' in vision_msgs.__file__)" >/dev/null 2>&1; then
+      skip=(--packages-skip vision_msgs)
+    fi
+    "$VENV/bin/colcon" build --event-handlers console_cohesion- console_direct- summary+ "${skip[@]}" \
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" \
       > "$ROOT/ros2_ws/colcon-build.log" 2>&1 || { tail -40 "$ROOT/ros2_ws/colcon-build.log"; die "colcon build failed (full log: ros2_ws/colcon-build.log)"; }
   )

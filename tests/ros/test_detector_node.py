@@ -130,6 +130,43 @@ def test_images_in_detections_out_with_the_image_header(rig, executor, frames):
     assert {"frames_in", "frames_out", "frames_dropped", "model_ms_mean", "latency_ms_p95"} <= set(values)
 
 
+def test_vision_msgs_detections_match_the_lookout_ones(rig, executor, frames):
+    """detections_2d (vision_msgs/Detection2DArray, the phrase in class_id) says what `detections` says for
+    the same image: same header, same boxes as center and size, same scores."""
+    from lookout_interfaces.msg import DetectionArray
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    node, peer = rig
+    ours: list = []
+    theirs: list = []
+    peer.create_subscription(DetectionArray, "detections", ours.append, 10)
+    peer.create_subscription(Detection2DArray, "detections_2d", theirs.append, 10)
+    cam = peer.create_publisher(Image, "image", qos_profile_sensor_data)
+
+    def stamps(msgs):
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in msgs}
+
+    def paired() -> list:
+        mine = stamps(ours)
+        return [(mine[k], m) for k, m in stamps(theirs).items() if k in mine and m.detections]
+
+    count = iter(range(10**6))
+    assert publish_until(executor, cam, lambda: image_msg(peer, frames[next(count) % len(frames)]),
+                         lambda: len(paired()) >= 2), "no vision_msgs detections over DDS"
+    for a, b in paired():
+        assert b.header.frame_id == a.header.frame_id == "camera_optical"
+        assert len(b.detections) == len(a.detections)
+        for d, v in zip(a.detections, b.detections, strict=True):
+            assert v.header.stamp == a.header.stamp and v.id == ""  # no tracker: no id
+            assert v.bbox.center.position.x == pytest.approx((d.x_min + d.x_max) / 2, abs=1e-3)
+            assert v.bbox.center.position.y == pytest.approx((d.y_min + d.y_max) / 2, abs=1e-3)
+            assert v.bbox.size_x == pytest.approx(d.x_max - d.x_min, abs=1e-3)
+            assert v.bbox.size_y == pytest.approx(d.y_max - d.y_min, abs=1e-3)
+            (hyp,) = v.results
+            assert hyp.hypothesis.class_id == d.phrase and hyp.hypothesis.score == pytest.approx(d.score, rel=1e-6)
+
+
 def _diag(msg) -> dict[str, str]:
     return {kv.key: kv.value for status in msg.status for kv in status.values}
 

@@ -59,7 +59,7 @@ from lookout.perception.images import bgr8_to_image, compressed_msg_to_bgr8, ima
 from lookout.perception.streaming import LatestFrame, StreamStats
 from lookout_ros.conversions import result_to_msg
 
-try:  # vision_msgs is optional (not on PyPI); publish detections_2d only where it is installed
+try:  # vision_msgs: apt's package, or the 2D subset in ros2_ws/src/vision_msgs (no PyPI wheel); else no detections_2d
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 except ImportError:
     Detection2DArray = None
