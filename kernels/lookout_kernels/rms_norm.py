@@ -122,8 +122,12 @@ _SOURCES: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 def norm_source(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(x, weight, rstd) when y is the output of `rms_norm` on the Triton path (y = weight * (x * rstd)
-    per row, rounded to x's dtype), else None."""
-    return _SOURCES.get(y)
+    per row, rounded to x's dtype) and neither y nor x changed in place since, else None."""
+    entry = _SOURCES.get(y)
+    if entry is None:
+        return None
+    x, weight, rstd, versions = entry
+    return (x, weight, rstd) if (y._version, x._version) == versions else None
 
 
 class RMSNormFunction(torch.autograd.Function):
@@ -134,7 +138,8 @@ class RMSNormFunction(torch.autograd.Function):
         y, rstd = rms_norm_forward(x, weight, eps)
         ctx.compute_dw = bool(weight_requires_grad)
         ctx.save_for_backward(x, weight, rstd)
-        _SOURCES[y] = (x.detach(), weight.detach(), rstd)
+        x_in = x.detach()  # shares x's version counter: an in-place change to x shows
+        _SOURCES[y] = (x_in, weight.detach(), rstd, (y._version, x_in._version))
         return y
 
     @staticmethod

@@ -270,6 +270,23 @@ def test_gpu_shapes_present_only_with_a_gpu():
     assert (len(SHAPES) > 2) == ON_GPU
 
 
+def test_norm_source_is_withdrawn_after_an_in_place_change(gen):
+    """A norm output (or its input) changed in place no longer equals weight * x * rstd, so the LoRA blocks
+    must not stand the norm's input in for it. (With grad, autograd already forbids changing the output in
+    place and checks the saved input's version; this guards the bookkeeping itself.)"""
+    w = 1 + 0.1 * randn(64, gen=gen)
+    x = randn(6, 64, gen=gen)
+    with torch.no_grad():
+        y = rms_norm(x, w, 1e-5)
+        assert norm_source(y) is not None
+        y.mul_(1.5)
+        assert norm_source(y) is None
+        y2 = rms_norm(x, w, 1e-5)
+        x.add_(1.0)
+        assert norm_source(y2) is None
+    assert norm_source(x) is None  # not a norm output at all
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True], ids=["non-reentrant", "reentrant"])
 def test_norm_then_blocks_under_activation_checkpointing(use_reentrant, gen):
     """A checkpointed layer re-runs norm -> Q/K/V and norm -> MLP in backward: the recompute must save the
