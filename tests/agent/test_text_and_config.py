@@ -20,12 +20,15 @@ def test_commands_are_cleaned_and_truncated():
     assert sanitize_command("", 50).text == ""
 
 
-@pytest.mark.parametrize("text", ["stop", "STOP!", "please stop now", "halt", "stop moving", "Stopp", "cancel"])
+@pytest.mark.parametrize("text", ["stop", "STOP!", "please stop now", "halt", "stop moving", "Stopp", "cancel",
+                                  "just stop", "ok, just stop.", "No, stop right there!", "hey robot stop",
+                                  "stop it already", "freeze right here"])
 def test_stop_words(text):
     assert is_stop_command(text)
 
 
-@pytest.mark.parametrize("text", ["stop at the red door", "don't stop", "find the stop sign", "", "   "])
+@pytest.mark.parametrize("text", ["stop at the red door", "don't stop", "find the stop sign", "", "   ",
+                                  "just stop by the chair", "no need to stop", "stop there and turn left"])
 def test_not_stop_words(text):
     assert not is_stop_command(text)
 

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 _STOP_WORDS = ("stop", "halt", "freeze", "abort", "cancel", "stay", "emergency stop", "stopp", "arrête", "arrete",
                "para", "alto", "basta", "止まれ", "停止", "停")
-_FILLER = r"(?:please|now|right now|it|that|moving|everything|the robot|robot|immediately|at once|stop)"
+# Words around a stop word that leave it a plain stop ("ok just stop", "no, stop right there"). Anything
+# else (a place, a target, a negation such as "don't") sends the text to the planner as usual.
+_LEAD = r"(?:please|now|ok|okay|hey|oh|no|just|lookout|robot|the robot|stop)"
+_TRAIL = (r"(?:please|now|right now|it|that|moving|everything|the robot|robot|immediately|at once|stop|"
+          r"right there|there|right here|here|already|for now)")
 _STOP_RE = re.compile(
-    rf"^(?:{_FILLER}\s+)*(?:{'|'.join(map(re.escape, _STOP_WORDS))})(?:\s+{_FILLER})*$"
+    rf"^(?:{_LEAD}\s+)*(?:{'|'.join(map(re.escape, _STOP_WORDS))})(?:\s+{_TRAIL})*$"
 )
 
 
