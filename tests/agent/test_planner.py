@@ -47,7 +47,10 @@ def test_random_weights_under_the_grammar_always_give_a_valid_plan(random_planne
     result = random_planner.plan(command)
     assert result.ok, (result.error, result.raw_text)
     plan = parse_plan(result.raw_text, caps)  # the text itself validates, not just the returned object
-    assert plan == result.plan
+    if result.ungrounded:  # random targets nobody named: the robot asks again instead of moving
+        assert result.plan.declined and not result.plan.steps and set(result.ungrounded) <= set(plan.phrases)
+    else:
+        assert plan == result.plan
     assert set(plan.actions) <= set(caps.actions)
     data = json.loads(result.raw_text)
     assert list(data) == ["reply", "phrases", "steps", "declined"]
@@ -195,3 +198,21 @@ def test_adapters_swap_at_run_time_without_reloading_the_base(tiny_models, caps,
     assert result.ok, result.error
     with pytest.raises(KeyError):
         planner.use_adapter("missing")
+
+
+def test_a_plan_for_an_object_nobody_named_becomes_a_question(scripted_planner, caps, monkeypatch):
+    """A well-formed plan whose target the conversation never named ("um" -> "ball") is replaced by a
+    declined plan that asks again; the same plan for a command that names the ball is kept; the check
+    can be switched off (model.grounded_targets)."""
+    ball = ('{"reply":"Going to the ball.","phrases":["ball"],"steps":[{"action":"search","target":"ball"}],'
+            '"declined":false}')
+    monkeypatch.setattr(scripted_planner, "decode_text", lambda ids: ball)
+    asked = scripted_planner.plan("um")
+    assert asked.ok and asked.plan.declined and not asked.plan.steps and asked.ungrounded == ("ball",)
+    assert '"ball"' in asked.plan.reply
+    kept = scripted_planner.plan("find the ball")
+    assert kept.plan.phrases == ["ball"] and kept.plan.steps and not kept.ungrounded
+    lax = Planner(scripted_planner.cfg.model_copy(update={"grounded_targets": False}), caps,
+                  model=scripted_planner.model, tokenizer=scripted_planner.tokenizer)
+    monkeypatch.setattr(lax, "decode_text", lambda ids: ball)
+    assert lax.plan("um").plan.phrases == ["ball"]

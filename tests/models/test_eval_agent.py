@@ -77,6 +77,20 @@ def test_evaluate_counts_exact_valid_and_multi_turn_on_known_answers() -> None:
     assert report.by_slice["combo"]["exact"] == 1.0 and report.by_slice["phrasing"]["n"] == 2
     assert seen_histories[2] == [("go to the red ball", red)], "follow-ups get the gold history"
     assert {f["command"] for f in report.failures} == {"stop", "now the blue one"}
+    assert report.grounding == {"asked_again": 0, "on_wrong_plans": 0, "on_right_plans": 0}
+
+
+def test_evaluate_counts_the_plans_grounding_turns_into_questions() -> None:
+    red = _plan(**GO_RED).to_json()
+    rows = [_row("a", [("go to the red ball", red)]), _row("b", [("go to the blue ball", red.replace("red", "blue"))])]
+
+    def fake_planner(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
+        # says "red ball" to both; the second names a ball nobody asked for, as the runtime check would say
+        fake_planner.last_ungrounded = ("red ball",) if "blue" in command else ()
+        return red, ""
+
+    report = evaluate(fake_planner, rows, CAPS, show_progress=False)
+    assert report.grounding == {"asked_again": 1, "on_wrong_plans": 1, "on_right_plans": 0}
 
 
 def test_cli_evaluates_the_committed_tiny_agent(tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ class ModelConfig(_Section):
     cuda_graphs: bool = Field(True, description="Capture the decode step as a CUDA graph on GPU")
     cpu_threads: int = Field(0, ge=0, le=256, description="Torch threads while planning on CPU; 0 keeps "
                              "torch's default (1 is fastest for tiny models on busy machines)")
+    grounded_targets: bool = Field(True, description="Refuse (and ask again) when a plan targets an object "
+                                   "the conversation never named (lookout.agent.grounding)")
 
 
 class CameraConfig(_Section):

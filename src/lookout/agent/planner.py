@@ -28,8 +28,9 @@ from lookout.agent.config import ModelConfig, resolve_path
 from lookout.agent.decoding import make_decoder, unwrap_causal_lm
 from lookout.agent.dialogue import Turn
 from lookout.agent.grammar import PlanGrammar
+from lookout.agent.grounding import clarification, ungrounded_phrases
 from lookout.agent.nf4_cpu import repair_cpu_nf4
-from lookout.agent.plan import PlanBase, PlanError, parse_plan
+from lookout.agent.plan import PlanBase, PlanError, make_plan, parse_plan
 from lookout.agent.prompt import system_prompt
 from lookout.hf_loading import HF_LOAD_LOCK, check_causal_lm
 
@@ -65,6 +66,7 @@ class PlanResult:
     timings: PlanTimings = field(default_factory=PlanTimings)
     command: str = ""
     truncated: bool = False
+    ungrounded: tuple[str, ...] = ()  # targets the model named that nobody said: the plan became a question
 
     @property
     def ok(self) -> bool:
@@ -316,14 +318,23 @@ class Planner:
         ids, timings, error = self.generate_ids(prompt, self.cfg.max_new_tokens, should_abort=should_abort)
         raw = self.decode_text(ids)
         plan: PlanBase | None = None
+        ungrounded: list[str] = []
         if not error:
             try:
                 plan = parse_plan(raw, self.caps)
             except PlanError as exc:
                 error = str(exc)
+        if plan is not None and self.cfg.grounded_targets:
+            seen = list(history)[-self.cfg.history_turns:] if self.cfg.history_turns else []
+            targets = list(dict.fromkeys([*plan.phrases, *(t for t in (s.target_phrase() for s in plan.steps) if t)]))
+            ungrounded = ungrounded_phrases(targets, clean.text, seen)
+            if ungrounded:
+                log.warning("plan for %r names %s, which the conversation never did: asking again",
+                            clean.text[:80], ungrounded)
+                plan = make_plan(self.caps, reply=clarification(ungrounded), phrases=[], steps=[], declined=True)
         total = (time.perf_counter() - t0) * 1000
         timings = PlanTimings(timings.prompt_tokens, timings.new_tokens, timings.prefill_ms, timings.decode_ms, total)
         if error:
             log.warning("no plan for %r: %s", clean.text[:80], error)
         return PlanResult(plan=plan, error=error, raw_text=raw, timings=timings, command=clean.text,
-                          truncated=clean.truncated)
+                          truncated=clean.truncated, ungrounded=tuple(ungrounded))

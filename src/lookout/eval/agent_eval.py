@@ -45,6 +45,7 @@ class CaseResult:
     targets: bool = False
     arguments: bool = False
     reply: bool = False
+    asked_again: bool = False  # the runtime's grounding check turned this plan into a question
     declined: bool = False
 
 
@@ -101,6 +102,9 @@ class AgentEvalReport:
     seconds: float
     failures: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    # The model is scored on its own output; at run time the grounding check (lookout.agent.grounding)
+    # replaces plans that name objects nobody said with a question: how often, on right and wrong plans.
+    grounding: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -138,6 +142,7 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
                             kinds[turn - 1] if len(kinds) >= turn else "", _slice(meta), command, gold, raw, error, ms)
         for name, ok in compare(parse_plan(gold, caps), predicted).items():
             setattr(result, name, ok)
+        result.asked_again = bool(getattr(plan_fn, "last_ungrounded", ()))
         results.append(result)
     seconds = time.perf_counter() - start
     followups = [r for r in results if r.turn > 1]
@@ -162,7 +167,10 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
         multi_turn=multi_turn, by_slice={k: _rates(v) for k, v in sorted(groups_slice.items())},
         by_category={k: _rates(v) for k, v in sorted(groups_cat.items())},
         ms_per_plan=sum(r.ms for r in results) / len(results) if results else 0.0, seconds=seconds,
-        failures=failures)
+        failures=failures,
+        grounding={"asked_again": sum(r.asked_again for r in results),
+                   "on_wrong_plans": sum(r.asked_again and not r.exact for r in results),
+                   "on_right_plans": sum(r.asked_again and r.exact for r in results)})
 
 
 def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit: bool | None = None,
@@ -187,6 +195,7 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
 
     def fn(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
         result = planner.plan(command, [Turn(u, a) for u, a in history])
+        fn.last_ungrounded = result.ungrounded  # type: ignore[attr-defined]
         return result.raw_text, result.error
 
     label = (f"Planner, {'grammar-constrained' if constrained else 'unconstrained'} greedy, "
@@ -210,6 +219,10 @@ def print_report(report: AgentEvalReport) -> None:
     mt = report.multi_turn
     console.print(f"multi-turn: follow-up turns exact {pct(mt['followup_exact'])} of {mt['n_followups']}; "
                   f"rows with every turn exact {pct(mt['row_all_exact'])} of {mt['n_multi_turn_rows']}")
+    g = report.grounding
+    if g:
+        console.print(f"grounding check at run time: {g['asked_again']} plans become a question "
+                      f"({g['on_wrong_plans']} wrong, {g['on_right_plans']} right)")
     for title, groups in (("by held-out slice", report.by_slice), ("by turn kind", report.by_category)):
         table = Table(title=title)
         table.add_column("group")
