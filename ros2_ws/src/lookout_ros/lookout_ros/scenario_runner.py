@@ -4,7 +4,10 @@ The same `Scenario`s and scorer as the in-process harness (`lookout.sim.harness`
 crosses DDS between the real nodes: the scene is set through sim_node's parameters and `~/reset`,
 the conversation is cleared with the agent's `~/reset_conversation`, each user turn is an
 `execute_command` action goal, and the trajectory is read from `sim/ground_truth`. Simulated time
-runs on while the agent plans, as it would on a robot.
+runs on while the agent plans, as it would on a robot. An interrupting turn (`after_s`, e.g. "stop"
+two seconds into a turn) is timed from when the agent starts acting on the turn before it (the goal's
+feedback leaves planning): in-process planning takes no simulated time, so both runs test the same
+moment of the motion.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ def _param(name: str, value: Any) -> ParameterMsg:
 
 
 class _Turn:
-    """One action goal in flight: its result arrives on an executor thread."""
+    """One action goal in flight: its feedback and result arrive on an executor thread."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.acting = threading.Event()  # feedback showed the agent executing the plan
         self.result: Any = None
         self.goal_handle: Any = None
 
@@ -167,7 +171,12 @@ class RosScenarioRunner:
                 return
             handle.get_result_async().add_done_callback(on_result)
 
-        self._action.send_goal_async(ExecuteCommand.Goal(command=say)).add_done_callback(on_goal)
+        def on_feedback(msg: Any) -> None:
+            if msg.feedback.state == "executing":  # past planning and the detector's vocabulary switch
+                turn.acting.set()
+
+        self._action.send_goal_async(ExecuteCommand.Goal(command=say),
+                                     feedback_callback=on_feedback).add_done_callback(on_goal)
         return turn
 
     def _reset(self, scenario: Scenario) -> WorldState:
@@ -202,19 +211,22 @@ class RosScenarioRunner:
         index = 0
         recorder.begin_turn(turns[0].say, now)
         current = self._send(turns[0].say)
+        acting_since: float | None = None  # sim time at which the agent began acting on `current`
         finished = False
         while now < scenario.time_limit_s:
             self._truth_event.wait(0.05)
             for last in self._take_truth():
                 recorder.record(last)
                 now = last.time_s
+            if acting_since is None and current.acting.is_set():
+                acting_since = now
             nxt = turns[index + 1] if index + 1 < len(turns) else None
-            rec = recorder.turns[-1]
-            if nxt is not None and nxt.after_s is not None and now >= rec.start_s + nxt.after_s:
+            if nxt is not None and nxt.after_s is not None and acting_since is not None \
+                    and now >= acting_since + nxt.after_s:
                 recorder.end_turn(now, interrupted=True)
                 index += 1
                 recorder.begin_turn(nxt.say, now)
-                current = self._send(nxt.say)  # the agent cancels what runs when a new command comes
+                current, acting_since = self._send(nxt.say), None  # the agent cancels what runs
                 continue
             if current.done.is_set():
                 result = current.result
@@ -227,7 +239,7 @@ class RosScenarioRunner:
                     break
                 index += 1
                 recorder.begin_turn(nxt.say, now)
-                current = self._send(nxt.say)
+                current, acting_since = self._send(nxt.say), None
         end_s = now
         while now < end_s + settle_s:
             self._truth_event.wait(0.05)
