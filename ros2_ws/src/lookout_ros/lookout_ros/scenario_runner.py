@@ -197,6 +197,9 @@ class RosScenarioRunner:
             self._truth_event.wait(0.1)
             for state in self._take_truth():
                 if state.seed == scenario.seed and state.time_s <= 0.5:
+                    # again, now that the new scene runs: come_back's home is the next odometry, which
+                    # must be the new scene's start, not the last pose of the scene before
+                    self._call(self._reset_agent, Trigger.Request(), "clear the conversation")
                     return state
         raise RosScenarioError("no ground truth arrived after the reset")
 
