@@ -14,9 +14,12 @@ die() { printf '\033[31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
 
 # --- 1. system libraries -------------------------------------------------------------------
 missing_debs=()
-ldconfig -p 2>/dev/null | grep -q 'libOSMesa\.so' || missing_debs+=(libosmesa6)   # MuJoCo on the CPU
-ldconfig -p 2>/dev/null | grep -q 'libGL\.so\.1' || missing_debs+=(libgl1)        # OpenCV
-ldconfig -p 2>/dev/null | grep -q 'libglib-2\.0\.so\.0' || missing_debs+=(libglib2.0-0)
+# One read of the linker cache: `ldconfig -p | grep -q` can fail under pipefail when grep exits at its
+# first match and ldconfig dies of SIGPIPE, which reported an installed library as missing.
+libs=$(ldconfig -p 2>/dev/null || true)
+grep -q 'libOSMesa\.so' <<< "$libs" || missing_debs+=(libosmesa6)   # MuJoCo on the CPU
+grep -q 'libGL\.so\.1' <<< "$libs" || missing_debs+=(libgl1)        # OpenCV
+grep -q 'libglib-2\.0\.so\.0' <<< "$libs" || missing_debs+=(libglib2.0-0)
 # LOOKOUT_ASSUME_MISSING_DEBS lets the tests check the non-root message on a machine that has them.
 [ -n "${LOOKOUT_ASSUME_MISSING_DEBS:-}" ] && read -r -a missing_debs <<< "$LOOKOUT_ASSUME_MISSING_DEBS"
 if [ ${#missing_debs[@]} -gt 0 ]; then
