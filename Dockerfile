@@ -1,6 +1,7 @@
 # Lookout on the official ROS 2 image, with CUDA-capable PyTorch.
 #   docker build -t lookout .
-#   docker run --gpus all --net=host -it lookout ros2 launch launch/stack.launch.py
+#   docker run --gpus all --net=host --ipc=host -it lookout ros2 launch launch/stack.launch.py
+# (--ipc=host, or --shm-size=256m: camera frames go through Fast DDS shared memory, see config/fastdds.xml)
 # ROS comes from apt here (launch, vision_msgs, cv_bridge are not on PyPI); the Python
 # dependencies come from the same pyproject.toml as `make setup`'s venv, so the two cannot drift.
 FROM ros:kilted-ros-base
@@ -9,6 +10,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
     MUJOCO_GL=egl \
+    FASTDDS_DEFAULT_PROFILES_FILE=/opt/lookout/config/fastdds.xml \
     LOOKOUT_ROOT=/opt/lookout
 
 RUN apt-get update && apt-get install -y --no-install-recommends \

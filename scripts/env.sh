@@ -9,6 +9,8 @@ if [ -f "$_lookout_root/ros2_ws/install/local_setup.sh" ]; then
              *) . "$_lookout_root/ros2_ws/install/local_setup.sh" ;; esac
 fi
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
+# Camera frames need a larger shared-memory segment than Fast DDS's default (see config/fastdds.xml).
+export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE-$_lookout_root/config/fastdds.xml}
 export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-osmesa}
 # No model hub is reachable: load only local files.
