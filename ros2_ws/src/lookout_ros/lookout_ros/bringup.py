@@ -1,4 +1,4 @@
-"""One-process bringup: the nodes of a launch file composed in one MultiThreadedExecutor.
+"""One-process bringup: the nodes of a launch file composed in one process (executors: `lookout_ros.spinning`).
 
 `ros2 launch` is not installable everywhere (it is not on PyPI), so `lookout run stack|sim|detector
 [arg:=value ...]` reads the same `launch/*.launch.yaml` with `lookout.launch_file` and instantiates
@@ -78,23 +78,26 @@ def compose(desc: LaunchDescription, context: Any, extra_ros_args: dict[str, lis
 def run(stack: str, overrides: list[str] | None = None) -> None:
     """Start the stack and spin until Ctrl-C."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+
+    from lookout_ros.spinning import NodeSpinner
 
     desc = load_launch_file(launch_path(stack), parse_overrides(overrides or []))
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(context=context)
     nodes: list[Any] = []
+    spinner: NodeSpinner | None = None
     try:
         nodes = compose(desc, context)
         for node in nodes:
-            executor.add_node(node)
             node.get_logger().info(f"started from {desc.path.name}")
-        executor.spin()
+        spinner = NodeSpinner(nodes, context)
+        spinner.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
+        if spinner is not None:
+            spinner.shutdown()
         for node in nodes:
             if hasattr(node, "shutdown"):
                 node.shutdown()

@@ -36,7 +36,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -58,6 +58,7 @@ from lookout.perception.errors import PerceptionError
 from lookout.perception.images import bgr8_to_image, compressed_msg_to_bgr8, image_msg_to_bgr8
 from lookout.perception.streaming import LatestFrame, StreamStats
 from lookout_ros.conversions import result_to_msg
+from lookout_ros.spinning import single_node_executor
 
 try:  # vision_msgs: apt's package, or the 2D subset in ros2_ws/src/vision_msgs (no PyPI wheel); else no detections_2d
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -103,6 +104,8 @@ def _descriptor(spec) -> ParameterDescriptor:
 
 class DetectorNode(LifecycleNode):
     """Lifecycle node wrapping `lookout.perception.Detector`."""
+
+    SINGLE_THREADED_EXECUTOR = True  # detection runs on its own worker thread (see lookout_ros.spinning)
 
     def __init__(self, node_name: str = "detector", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -417,8 +420,7 @@ def _to_vision_msgs(result: Any, header: Any) -> Any:
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = DetectorNode()
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
+    executor = single_node_executor(node)
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

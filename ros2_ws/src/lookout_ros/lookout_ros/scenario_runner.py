@@ -264,27 +264,24 @@ def sim_stack_over_ros(launch_args: dict[str, str] | None = None, *, context: An
     new one on the environment's domain, shut down afterwards. Yields once the planner has loaded.
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
     from lookout.launch_file import load_launch_file
     from lookout_ros.bringup import compose, launch_path
+    from lookout_ros.spinning import NodeSpinner
 
     desc = load_launch_file(launch_path("sim"), launch_args or {})
     own_context = context is None
     if own_context:
         context = rclpy.Context()
         rclpy.init(context=context)
-    executor = MultiThreadedExecutor(context=context)
     nodes: list[Any] = []
-    spinner: threading.Thread | None = None
+    spinner: NodeSpinner | None = None
     try:
         nodes = compose(desc, context)
         probe = rclpy.create_node("scenario_runner", context=context)
         nodes.append(probe)
         runner = RosScenarioRunner(probe, record_frames=record_frames)
-        for node in nodes:
-            executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner = NodeSpinner(nodes, context)
         spinner.start()
         runner.wait_ready()
         for node in nodes:  # the first scenario must not pay for loading the planner
@@ -293,9 +290,8 @@ def sim_stack_over_ros(launch_args: dict[str, str] | None = None, *, context: An
                 raise RosScenarioError(f"the agent's planner did not load within {model_timeout_s:g} s")
         yield runner
     finally:
-        executor.shutdown()
         if spinner is not None:
-            spinner.join(timeout=10)
+            spinner.shutdown()
         for node in nodes:
             if hasattr(node, "shutdown"):
                 node.shutdown()
