@@ -21,21 +21,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   msgspec==0.22.0 nest_asyncio==1.6.0 cut_cross_entropy==25.1.1 \
   pydantic==2.14.3 pydantic_core==2.50.4 annotated_types==0.8.0 typing_inspection==0.4.5 typing_extensions==4.16.0
 
-repack() {  # repack SRC DST REGEX: drop members (and their RECORD lines) whose path matches REGEX
-python3 - "$@" <<'PY'
-import os, re, sys, zipfile
-src, dst, pat = sys.argv[1], sys.argv[2], re.compile(sys.argv[3])
-with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst + ".tmp", "w", zipfile.ZIP_DEFLATED) as zout:
-    for info in zin.infolist():
-        if pat.search(info.filename):
-            continue
-        data = zin.read(info.filename)
-        if info.filename.endswith(".dist-info/RECORD"):
-            data = "".join(l for l in data.decode().splitlines(True) if not pat.search(l.split(",")[0])).encode()
-        zout.writestr(info, data)
-os.replace(dst + ".tmp", dst)
-PY
-}
+repack() { python3 "$(dirname "$0")/wheel_repack.py" "$@"; }  # SRC DST REGEX
 for w in "$RAW"/*.whl; do
   b=$(basename "$w")
   case "$b" in

@@ -272,7 +272,7 @@ def bench_node(model_path: Path, frames: list[np.ndarray], args) -> dict:
             "boxes_per_frame": statistics.fmean(boxes) if boxes else 0.0,
             "node_inference_ms": statistics.fmean(inference) if inference else 0.0,
             "frames_superseded_or_lost": dropped,
-            "node_diagnostics": {k: node_stats.get(k) for k in ("frames_in", "frames_out", "frames_dropped")},
+            "node_diagnostics": node_stats,
         }
         return out
     finally:
