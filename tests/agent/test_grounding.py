@@ -59,3 +59,20 @@ def test_a_broken_earlier_plan_is_only_ignored():
 
 def test_the_question_fits_a_plan_reply():
     assert len(clarification(["x" * 500, "y" * 500, "z"])) <= 200
+
+
+def test_grounded_candidates_are_grounded_and_hold_what_the_user_meant():
+    from lookout.agent.grounding import grounded_candidates
+
+    command = "search for a red book, and after that the brown cone"
+    found = grounded_candidates(command)
+    assert {"red book", "brown cone", "book", "cone"} <= set(found)
+    assert "red cone" not in found and "ball" not in found  # the slips the tiny model made
+    assert all(is_grounded(p, command) for p in found)
+    assert "person" in grounded_candidates("follow someone wearing red")
+    assert "red cup" in grounded_candidates("go to the red cups")  # plural said, singular named
+    history = [Turn("find the red cup", '{"reply":"","phrases":["red cup"],"steps":[],"declined":false}')]
+    follow = grounded_candidates("now the blue one", history)
+    assert {"blue cup", "red cup"} <= set(follow) and all(is_grounded(p, "now the blue one", history) for p in follow)
+    assert all(len(p) <= 12 for p in grounded_candidates(command, max_chars=12))
+    assert grounded_candidates("um") == [] and "the cone" not in found and "go" not in grounded_candidates("go")

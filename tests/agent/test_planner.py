@@ -11,6 +11,7 @@ from lookout.agent.capabilities import Capabilities
 from lookout.agent.config import ModelConfig
 from lookout.agent.decoding import HFDecoder, StaticLlamaDecoder
 from lookout.agent.dialogue import Turn
+from lookout.agent.grounding import grounded_candidates, ungrounded_phrases
 from lookout.agent.plan import parse_plan
 from lookout.agent.planner import FAILED_REPLY, ModelNotFoundError, Planner
 
@@ -47,10 +48,12 @@ def test_random_weights_under_the_grammar_always_give_a_valid_plan(random_planne
     result = random_planner.plan(command)
     assert result.ok, (result.error, result.raw_text)
     plan = parse_plan(result.raw_text, caps)  # the text itself validates, not just the returned object
-    if result.ungrounded:  # random targets nobody named: the robot asks again instead of moving
-        assert result.plan.declined and not result.plan.steps and set(result.ungrounded) <= set(plan.phrases)
-    else:
-        assert plan == result.plan
+    assert plan == result.plan
+    if result.ungrounded:  # random targets nobody named: decoded again with phrases the command grounds
+        assert set(result.ungrounded) <= set(parse_plan(result.first_raw_text, caps).phrases)
+        assert result.regrounded, "under the grammar the grounded re-decode always finishes"
+        assert set(plan.phrases) <= set(grounded_candidates(result.command))
+        assert not ungrounded_phrases(plan.phrases, result.command)
     assert set(plan.actions) <= set(caps.actions)
     data = json.loads(result.raw_text)
     assert list(data) == ["reply", "phrases", "steps", "declined"]

@@ -77,20 +77,30 @@ def test_evaluate_counts_exact_valid_and_multi_turn_on_known_answers() -> None:
     assert report.by_slice["combo"]["exact"] == 1.0 and report.by_slice["phrasing"]["n"] == 2
     assert seen_histories[2] == [("go to the red ball", red)], "follow-ups get the gold history"
     assert {f["command"] for f in report.failures} == {"stop", "now the blue one"}
-    assert report.grounding == {"asked_again": 0, "on_wrong_plans": 0, "on_right_plans": 0}
+    assert report.grounding["regrounded_cases"] == report.grounding["asked_cases"] == 0
+    assert report.grounding["model_alone_exact"] == 4
 
 
-def test_evaluate_counts_the_plans_grounding_turns_into_questions() -> None:
+def test_evaluate_scores_the_agents_answer_and_the_model_alone() -> None:
     red = _plan(**GO_RED).to_json()
-    rows = [_row("a", [("go to the red ball", red)]), _row("b", [("go to the blue ball", red.replace("red", "blue"))])]
+    blue = red.replace("red", "blue")
+    asked = _plan(reply="Which one?", phrases=[], steps=[], declined=True).to_json()
+    rows = [_row("a", [("go to the red ball", red)]), _row("b", [("go to the blue ball", blue)]),
+            _row("c", [("go to the blue ball", blue)])]
+    answers = iter([("model", red), ("regrounded", blue), ("asked", asked)])
 
-    def fake_planner(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
-        # says "red ball" to both; the second names a ball nobody asked for, as the runtime check would say
-        fake_planner.last_ungrounded = ("red ball",) if "blue" in command else ()
-        return red, ""
+    def fake_agent(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
+        # the model says "red ball" to everything: for "blue" that names a ball nobody asked for, then
+        # row b's re-decode finds the blue ball and row c's fails and the agent asks
+        fake_agent.last_model_raw = red
+        fake_agent.last_how, answer = next(answers)
+        return answer, ""
 
-    report = evaluate(fake_planner, rows, CAPS, show_progress=False)
-    assert report.grounding == {"asked_again": 1, "on_wrong_plans": 1, "on_right_plans": 0}
+    report = evaluate(fake_agent, rows, CAPS, show_progress=False)
+    assert report.metrics["exact"] == pytest.approx(2 / 3)
+    g = report.grounding
+    assert (g["regrounded_cases"], g["regrounded_right"], g["asked_cases"], g["asked_right"]) == (1, 1, 1, 0)
+    assert g["model_alone_exact"] == 1 and g["ungrounded_model_plans_that_were_right"] == 0 and g["stop_cases"] == 0
 
 
 def test_cli_evaluates_the_committed_tiny_agent(tmp_path: Path) -> None:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lookout.agent.capabilities import Capabilities
-from lookout.agent.commands import is_stop_command, sanitize_command
+from lookout.agent.commands import STOP_REPLY, is_stop_command, sanitize_command, stop_plan
 from lookout.agent.config import AgentConfig
 from lookout.agent.dialogue import Dialogue
 from lookout.agent.executor import EXECUTING, IDLE, Executor, ExecutorOutput
 from lookout.agent.motion import STOP, Odometry, Velocity
-from lookout.agent.plan import PlanBase, make_plan
+from lookout.agent.plan import PlanBase
 from lookout.perception.types import DetectionResult
 
 log = logging.getLogger(__name__)
@@ -144,12 +144,12 @@ class Agent:
             self._supersede(now, "Cancelled by a new command.")
             self._current = cmd
             if is_stop_command(clean.text):
-                plan = make_plan(self.caps, reply="Stopping.", phrases=[], steps=[{"action": "stop"}])
+                plan = stop_plan(self.caps)
                 self.dialogue.add(clean.text, plan.to_json())
                 if self._on_plan:
                     self._on_plan(cmd.cid, clean.text, plan, None)
                 self._set_phase(IDLE)
-                self._outcome(cmd, True, "Stopping.", plan.to_json(), "succeeded")
+                self._outcome(cmd, True, STOP_REPLY, plan.to_json(), "succeeded")
                 return cmd.cid
             if not clean.text:
                 self._set_phase(IDLE)

@@ -48,3 +48,13 @@ def is_stop_command(text: str) -> bool:
     words = re.sub(r"[^\w\s]", " ", text.casefold())
     words = re.sub(r"\s+", " ", words).strip()
     return bool(words) and _STOP_RE.match(words) is not None
+
+
+STOP_REPLY = "Stopping."
+
+
+def stop_plan(caps):
+    """The plan a stop command gets at once, without the model (Agent.submit; the agent eval scores it too)."""
+    from lookout.agent.plan import make_plan
+
+    return make_plan(caps, reply=STOP_REPLY, phrases=[], steps=[{"action": "stop"}])

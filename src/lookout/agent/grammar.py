@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -162,8 +163,9 @@ class PlanGrammar:
         # Tokens a rule rejects at a quote depend only on the tracker's state: cache them.
         self._reject_cache: OrderedDict[tuple, tuple[int, ...]] = OrderedDict()
 
-    def constraint(self) -> PlanConstraint:
-        return PlanConstraint(self)
+    def constraint(self, allowed_phrases: Sequence[str] | None = None) -> PlanConstraint:
+        """A fresh decoding state; `allowed_phrases` restricts every phrase to that list."""
+        return PlanConstraint(self, allowed_phrases)
 
 
 def _words(bitmask: torch.Tensor) -> np.ndarray:
@@ -177,10 +179,11 @@ def _allowed(words: np.ndarray, ids: np.ndarray) -> np.ndarray:
 class PlanConstraint:
     """One decoding's grammar state: fill the next-token bitmask, accept the chosen token."""
 
-    def __init__(self, grammar: PlanGrammar) -> None:
+    def __init__(self, grammar: PlanGrammar, allowed_phrases: Sequence[str] | None = None) -> None:
         self.grammar = grammar
         self.matcher = xgr.GrammarMatcher(grammar.compiled)
-        self.tracker = PlanTracker(grammar.rules)
+        allowed = None if allowed_phrases is None else tuple(p.encode() for p in allowed_phrases)
+        self.tracker = PlanTracker(grammar.rules, allowed)
         self.bitmask = xgr.allocate_token_bitmask(1, grammar.vocab.size)
         self.dead_end = False
 
@@ -190,7 +193,7 @@ class PlanConstraint:
         words = _words(self.bitmask)
         mode = self.tracker.mode()
         vocab = self.grammar.vocab
-        if mode in ("target", "action"):
+        if self.tracker.choosing():
             # Only continuations of the allowed values: look them up instead of testing every token.
             rest_ids: set[int] = set()
             buf = bytes(self.tracker.buf)

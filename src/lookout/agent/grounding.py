@@ -12,6 +12,10 @@ something nobody asked for, so the planner asks again instead. A target phrase i
      the current command or in an earlier plan's targets ("now the blue one" after "red cup").
 Words match allowing plural forms and one slip of the keyboard in words of four letters or more;
 "person" matches the words people use for one ("someone").
+
+`grounded_candidates` lists phrases that pass these rules, built from the conversation's own words: when
+a plan fails the check, the planner decodes once more with its phrases restricted to that list (the
+model still chooses; it can no longer invent), and asks only if that fails too.
 """
 
 from __future__ import annotations
@@ -136,3 +140,66 @@ def clarification(phrases: Sequence[str]) -> str:
     """The reply of the declined plan (under the plan's 200-character reply limit)."""
     quoted = ", ".join(f'"{p[:30]}"' for p in phrases[:2]) + (", ..." if len(phrases) > 2 else "")
     return f"Sorry, I'm not sure which object you mean ({quoted} is not what I heard). Please name it again."
+
+
+MAX_CANDIDATE_WORDS = 4
+# Words that neither start nor end an object's name: articles, pronouns, prepositions, fillers and the verbs
+# of commands. Without them a re-decode could only name "go" or "um" when the object was never said.
+_NOT_AN_OBJECT_WORDS = """
+    a an the this that these those it its them one ones some any all each every my your our his her their
+    me you him us we i he she they to of in on at by for with from into onto over under near next behind
+    beside between around toward towards up down out off back away here there where what which who
+    and or but then now please could would can will should shall may might must do does did just also
+    go goes going find finds search look looking locate approach drive move turn come get bring fetch
+    head navigate walk spot seek see check stop wait report tell show follow ok okay um uh hmm er erm so
+    is are was be been being have has had not no yes hey hi hello thanks thank again
+    """
+NOT_AN_OBJECT = frozenset(_NOT_AN_OBJECT_WORDS.split())
+
+
+def _subsequences(clause: list[str]) -> Iterable[tuple[str, ...]]:
+    """In-order word tuples of a clause (up to MAX_CANDIDATE_WORDS words, MAX_GAP skipped between neighbours)."""
+    def grow(seq: tuple[int, ...]) -> Iterable[tuple[int, ...]]:
+        yield seq
+        if len(seq) < MAX_CANDIDATE_WORDS:
+            for j in range(seq[-1] + 1, min(len(clause), seq[-1] + 2 + MAX_GAP)):
+                yield from grow((*seq, j))
+
+    for i in range(len(clause)):
+        for seq in grow((i,)):
+            yield tuple(clause[j] for j in seq)
+
+
+def grounded_candidates(command: str, history: Sequence[Turn] = (), max_chars: int = 60) -> list[str]:
+    """Phrases a plan may name in reply to `command` (each passes `is_grounded`), shortest first.
+
+    Word tuples of every clause the user said that start and end with a word that can name an object
+    (not "the", "go", "um": NOT_AN_OBJECT), also with the last word singular ("cups" -> "cup"), "person"
+    when someone was mentioned, earlier targets, and follow-ups: an earlier target with one word swapped for
+    (or preceded by) a word of the current command ("now the blue one" after "red cup" -> "blue cup").
+    """
+    found: dict[str, None] = {}
+
+    def add(words: Sequence[str]) -> None:
+        phrase = " ".join(words)
+        if phrase and len(phrase) <= max_chars and words[0] not in NOT_AN_OBJECT and words[-1] not in NOT_AN_OBJECT:
+            found.setdefault(phrase, None)
+
+    said = [command, *(t.user for t in history)]
+    for text in said:
+        for clause in _clauses(text):
+            for words in _subsequences(clause):
+                add(words)
+                if _stem(words[-1]) != words[-1]:
+                    add((*words[:-1], _stem(words[-1])))
+            if any(w in PERSON_WORDS for w in clause):
+                add(("person",))
+    now = list(dict.fromkeys(_WORD.findall(command.casefold())))
+    for phrase in (p for t in history for p in _plan_phrases(t)):
+        words = _WORD.findall(phrase.casefold())
+        add(words)
+        for w in now:
+            add((w, *words))
+            for i in range(len(words)):
+                add((*words[:i], w, *words[i + 1:]))
+    return sorted((p for p in found if is_grounded(p, command, history)), key=lambda p: (len(p), p))

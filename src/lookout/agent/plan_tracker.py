@@ -36,10 +36,12 @@ class PlanTracker:
     """Incremental checker of the cross-field rules over the bytes of a plan being decoded."""
 
     __slots__ = ("rules", "stack", "in_str", "is_key", "esc", "buf", "chars", "key", "phrases",
-                 "phrases_done", "steps", "after_colon", "failed")
+                 "phrases_done", "steps", "after_colon", "failed", "allowed_phrases")
 
-    def __init__(self, rules: PlanRules) -> None:
+    def __init__(self, rules: PlanRules, allowed_phrases: tuple[bytes, ...] | None = None) -> None:
         self.rules = rules
+        # When set, every phrase must be one of these (the planner's grounded re-decode).
+        self.allowed_phrases = allowed_phrases
         # Each frame: [kind, key] with kind b"o" (object) or b"a" (array); key is the object's
         # current key, or for an array the key it is the value of.
         self.stack: list[list] = []
@@ -58,6 +60,7 @@ class PlanTracker:
     def clone(self) -> PlanTracker:
         other = PlanTracker.__new__(PlanTracker)
         other.rules = self.rules
+        other.allowed_phrases = self.allowed_phrases
         other.stack = [list(f) for f in self.stack]
         other.in_str, other.is_key, other.esc = self.in_str, self.is_key, self.esc
         other.buf = bytearray(self.buf)
@@ -109,11 +112,20 @@ class PlanTracker:
     def signature(self) -> tuple:
         """Everything the rules look at, hashable (for caching masks per state)."""
         return (tuple(tuple(f) for f in self.stack), self.in_str, self.is_key, self.esc, bytes(self.buf),
-                tuple(self.phrases), self.steps, self.after_colon)
+                tuple(self.phrases), self.steps, self.after_colon, self.allowed_phrases)
+
+    def choosing(self) -> bool:
+        """Inside a string whose value must be one of `options()` (target, action, or a restricted phrase)."""
+        if not self.in_str or self.is_key:
+            return False
+        ctx = self._value_context()
+        return ctx in (b"target", b"action") or (ctx == b"phrase" and self.allowed_phrases is not None)
 
     def options(self) -> list[bytes]:
-        """In 'target' or 'action' mode, the complete values that are still allowed."""
+        """In 'target' or 'action' mode (or 'phrase' when restricted), the complete values still allowed."""
         ctx = self._value_context()
+        if ctx == b"phrase" and self.allowed_phrases is not None:
+            return [p for p in self.allowed_phrases if p not in self.phrases]
         if ctx == b"target":
             return list(self.phrases)
         if ctx == b"action":
@@ -192,6 +204,8 @@ class PlanTracker:
         if ctx == b"phrase":
             if text in self.phrases:
                 return False  # phrases are unique
+            if self.allowed_phrases is not None and text not in self.allowed_phrases:
+                return False
             self.phrases.append(text)
         elif ctx in (b"target", b"action") and text not in self.options():
             return False
@@ -201,7 +215,7 @@ class PlanTracker:
         if self.is_key:
             return True
         ctx = self._value_context()
-        if ctx not in (b"target", b"action"):
+        if ctx not in (b"target", b"action") and not (ctx == b"phrase" and self.allowed_phrases is not None):
             return True
         buf = bytes(self.buf)
         return any(opt.startswith(buf) for opt in self.options())

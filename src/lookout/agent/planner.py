@@ -28,7 +28,7 @@ from lookout.agent.config import ModelConfig, resolve_path
 from lookout.agent.decoding import make_decoder, unwrap_causal_lm
 from lookout.agent.dialogue import Turn
 from lookout.agent.grammar import PlanGrammar
-from lookout.agent.grounding import clarification, ungrounded_phrases
+from lookout.agent.grounding import clarification, grounded_candidates, ungrounded_phrases
 from lookout.agent.nf4_cpu import repair_cpu_nf4
 from lookout.agent.plan import PlanBase, PlanError, make_plan, parse_plan
 from lookout.agent.prompt import system_prompt
@@ -66,7 +66,9 @@ class PlanResult:
     timings: PlanTimings = field(default_factory=PlanTimings)
     command: str = ""
     truncated: bool = False
-    ungrounded: tuple[str, ...] = ()  # targets the model named that nobody said: the plan became a question
+    ungrounded: tuple[str, ...] = ()  # targets the model named first that nobody said (see `regrounded`)
+    regrounded: bool = False  # the plan is the re-decode under grounded phrases; else such a plan became a question
+    first_raw_text: str = ""  # the model's first output, when it named an object nobody said
 
     @property
     def ok(self) -> bool:
@@ -249,8 +251,9 @@ class Planner:
     @torch.no_grad()
     def generate_ids(self, prompt: list[int], max_new_tokens: int, *, constrained: bool | None = None,
                      stop_at_eos: bool = True, should_abort: Callable[[], bool] | None = None,
-                     ) -> tuple[list[int], PlanTimings, str]:
-        """Greedy decode; returns (new ids, timings, error). With the grammar, stops when the plan closes."""
+                     allowed_phrases: Sequence[str] | None = None) -> tuple[list[int], PlanTimings, str]:
+        """Greedy decode; returns (new ids, timings, error). With the grammar, stops when the plan closes;
+        `allowed_phrases` (grammar only) restricts the plan's phrases to that list."""
         constrained = self.constrained if constrained is None else constrained
         with self._lock, _torch_threads(self.cfg.cpu_threads, self.decoder.device):
             dec = self.decoder
@@ -258,7 +261,7 @@ class Planner:
             if len(prompt) + max_new_tokens > dec.capacity():
                 return [], PlanTimings(prompt_tokens=len(prompt)), (
                     f"prompt of {len(prompt)} tokens plus {max_new_tokens} new tokens exceeds the cache")
-            constraint = self.grammar.constraint() if constrained else None
+            constraint = self.grammar.constraint(allowed_phrases) if constrained else None
             dec.start(prompt)
             out: list[int] = []
             error = ""
@@ -324,17 +327,45 @@ class Planner:
                 plan = parse_plan(raw, self.caps)
             except PlanError as exc:
                 error = str(exc)
+        regrounded, first_raw = False, ""
         if plan is not None and self.cfg.grounded_targets:
             seen = list(history)[-self.cfg.history_turns:] if self.cfg.history_turns else []
-            targets = list(dict.fromkeys([*plan.phrases, *(t for t in (s.target_phrase() for s in plan.steps) if t)]))
-            ungrounded = ungrounded_phrases(targets, clean.text, seen)
+            ungrounded = ungrounded_phrases(_targets(plan), clean.text, seen)
             if ungrounded:
-                log.warning("plan for %r names %s, which the conversation never did: asking again",
-                            clean.text[:80], ungrounded)
-                plan = make_plan(self.caps, reply=clarification(ungrounded), phrases=[], steps=[], declined=True)
+                first_raw = raw
+                plan, raw = self._regrounded(prompt, clean.text, seen, should_abort)
+                regrounded = plan is not None
+                log.warning("plan for %r names %s, which the conversation never did: %s", clean.text[:80],
+                            ungrounded, "re-decoded under grounded phrases" if regrounded else "asking again")
+                if plan is None:
+                    plan = make_plan(self.caps, reply=clarification(ungrounded), phrases=[], steps=[], declined=True)
         total = (time.perf_counter() - t0) * 1000
         timings = PlanTimings(timings.prompt_tokens, timings.new_tokens, timings.prefill_ms, timings.decode_ms, total)
         if error:
             log.warning("no plan for %r: %s", clean.text[:80], error)
         return PlanResult(plan=plan, error=error, raw_text=raw, timings=timings, command=clean.text,
-                          truncated=clean.truncated, ungrounded=tuple(ungrounded))
+                          truncated=clean.truncated, ungrounded=tuple(ungrounded), regrounded=regrounded,
+                          first_raw_text=first_raw)
+
+    def _regrounded(self, prompt: list[int], command: str, history: Sequence[Turn],
+                    should_abort: Callable[[], bool] | None) -> tuple[PlanBase | None, str]:
+        """Decode again with every phrase restricted to `grounded_candidates`; (plan or None, its text)."""
+        if not self.constrained:
+            return None, ""
+        limit = self.grammar.rules.max_chars.get(b"phrase") or 200
+        candidates = grounded_candidates(command, history, max_chars=limit)
+        ids, _, error = self.generate_ids(prompt, self.cfg.max_new_tokens, should_abort=should_abort,
+                                          allowed_phrases=candidates)
+        raw = self.decode_text(ids)
+        if error:
+            return None, raw
+        try:
+            plan = parse_plan(raw, self.caps)
+        except PlanError:
+            return None, raw
+        return (None if ungrounded_phrases(_targets(plan), command, history) else plan), raw
+
+
+def _targets(plan: PlanBase) -> list[str]:
+    """The plan's phrases and step targets, each once."""
+    return list(dict.fromkeys([*plan.phrases, *(t for t in (s.target_phrase() for s in plan.steps) if t)]))

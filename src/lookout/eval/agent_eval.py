@@ -45,7 +45,11 @@ class CaseResult:
     targets: bool = False
     arguments: bool = False
     reply: bool = False
-    asked_again: bool = False  # the runtime's grounding check turned this plan into a question
+    # How the agent answered: "model" (its plan as decoded), "regrounded" (the model's plan named an object
+    # nobody said; decoded again under grounded phrases, lookout.agent.grounding), "asked" (that failed too:
+    # a question), "stop" (a stop command, answered without the model as Agent.submit does).
+    how: str = "model"
+    model_exact: bool = False  # the model's own first plan was right
     declined: bool = False
 
 
@@ -102,8 +106,8 @@ class AgentEvalReport:
     seconds: float
     failures: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
-    # The model is scored on its own output; at run time the grounding check (lookout.agent.grounding)
-    # replaces plans that name objects nobody said with a question: how often, on right and wrong plans.
+    # Scored: what the agent answers (planner_fn): stop commands without the model, plans that name an object
+    # nobody said decoded again under grounded phrases or turned into a question. How often each, and the model alone.
     grounding: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -142,7 +146,15 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
                             kinds[turn - 1] if len(kinds) >= turn else "", _slice(meta), command, gold, raw, error, ms)
         for name, ok in compare(parse_plan(gold, caps), predicted).items():
             setattr(result, name, ok)
-        result.asked_again = bool(getattr(plan_fn, "last_ungrounded", ()))
+        result.how = getattr(plan_fn, "last_how", "model")
+        model_raw = getattr(plan_fn, "last_model_raw", None)
+        if model_raw is None or model_raw == raw:
+            result.model_exact = result.exact
+        else:
+            try:
+                result.model_exact = compare(parse_plan(gold, caps), parse_plan(model_raw, caps))["exact"]
+            except PlanError:
+                result.model_exact = False
         results.append(result)
     seconds = time.perf_counter() - start
     followups = [r for r in results if r.turn > 1]
@@ -168,9 +180,11 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
         by_category={k: _rates(v) for k, v in sorted(groups_cat.items())},
         ms_per_plan=sum(r.ms for r in results) / len(results) if results else 0.0, seconds=seconds,
         failures=failures,
-        grounding={"asked_again": sum(r.asked_again for r in results),
-                   "on_wrong_plans": sum(r.asked_again and not r.exact for r in results),
-                   "on_right_plans": sum(r.asked_again and r.exact for r in results)})
+        grounding={**{f"{how}_{n}": sum(r.how == how and (r.exact if n == "right" else True) for r in results)
+                      for how in ("regrounded", "asked", "stop") for n in ("cases", "right")},
+                   "ungrounded_model_plans_that_were_right": sum(r.how in ("regrounded", "asked") and r.model_exact
+                                                                 for r in results),
+                   "model_alone_exact": sum(r.model_exact for r in results)})
 
 
 def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit: bool | None = None,
@@ -178,6 +192,7 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
                adapter: str | None = None) -> tuple[PlanFn, str]:
     """A PlanFn over the agent's Planner loaded from a registry profile (`base`/`adapter` override its
     folders: evaluate a fresh training run without editing the registry), and a label of how it decodes."""
+    from lookout.agent.commands import is_stop_command, stop_plan
     from lookout.agent.config import ModelConfig
     from lookout.agent.dialogue import Turn
     from lookout.agent.planner import Planner
@@ -194,9 +209,15 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
     planner = Planner(cfg, caps or Capabilities.default(), constrained=constrained)
 
     def fn(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
+        """What the agent answers: a stop command without the model, else the planner's plan (a question
+        when grounding failed twice). The model's own first plan is kept for the model-alone score."""
         result = planner.plan(command, [Turn(u, a) for u, a in history])
-        fn.last_ungrounded = result.ungrounded  # type: ignore[attr-defined]
-        return result.raw_text, result.error
+        fn.last_model_raw = result.first_raw_text or result.raw_text  # type: ignore[attr-defined]
+        if is_stop_command(result.command):
+            fn.last_how = "stop"  # type: ignore[attr-defined]
+            return stop_plan(planner.caps).to_json(), ""
+        fn.last_how = ("regrounded" if result.regrounded else "asked") if result.ungrounded else "model"  # type: ignore[attr-defined]
+        return (result.plan_json if result.plan is not None else result.raw_text), result.error
 
     label = (f"Planner, {'grammar-constrained' if constrained else 'unconstrained'} greedy, "
              f"{'4-bit NF4' if four_bit else 'fp32'} base {base}{', adapter ' + adapter if adapter else ''}")
@@ -221,8 +242,12 @@ def print_report(report: AgentEvalReport) -> None:
                   f"rows with every turn exact {pct(mt['row_all_exact'])} of {mt['n_multi_turn_rows']}")
     g = report.grounding
     if g:
-        console.print(f"grounding check at run time: {g['asked_again']} plans become a question "
-                      f"({g['on_wrong_plans']} wrong, {g['on_right_plans']} right)")
+        console.print(f"how the agent answered: the model's plan named an object nobody said "
+                      f"{g['regrounded_cases'] + g['asked_cases']} times ({g['ungrounded_model_plans_that_were_right']} "
+                      f"of them right): re-decoded under grounded phrases {g['regrounded_cases']} "
+                      f"({g['regrounded_right']} right), asked again {g['asked_cases']}; stop commands answered "
+                      f"without the model {g['stop_cases']} ({g['stop_right']} right). The model's own plans alone: "
+                      f"{g['model_alone_exact']} of {report.n_cases} exact")
     for title, groups in (("by held-out slice", report.by_slice), ("by turn kind", report.by_category)):
         table = Table(title=title)
         table.add_column("group")
