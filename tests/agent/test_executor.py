@@ -9,7 +9,7 @@ import pytest
 from lookout.agent.capabilities import Capabilities
 from lookout.agent.config import AgentConfig
 from lookout.agent.executor import CANCELLED, ESTOPPED, EXECUTING, FAILED, IDLE, SUCCEEDED, Executor
-from lookout.agent.motion import Velocity
+from lookout.agent.motion import Odometry, Velocity
 from lookout.agent.plan import make_plan
 from lookout.agent.safety import SafetyGuard
 
@@ -210,6 +210,20 @@ def test_turn_and_move_close_the_loop_on_odometry():
     assert abs(abs(math.degrees(world.yaw)) - 180) < 5  # 90 then -270: facing -x
     assert "turned 90 degrees" in outs[-1].reply and "moved 1 m" in outs[-1].reply
     assert within_limits(outs)
+
+
+def test_a_turn_after_a_new_conversation_does_not_measure_from_the_old_pose():
+    """After a sim reset the last odometry is another scene's pose (here facing -x): a turn that started from it
+    counted the jump to the new start as 180 degrees of rotation and ended without moving."""
+    world = World([])
+    ex = executor()
+    ex.observe_odometry(Odometry(0.0, 0.0, math.pi, 0.0), 0.0)
+    ex.reset_home()
+    ex.start(plan({"action": "turn", "degrees": 180}), 0.1)
+    ex.tick(0.1)  # before the new scene's first odometry arrives
+    outs, _ = run(ex, world, t0=0.1)
+    assert outs[-1].state == SUCCEEDED, outs[-1].reply
+    assert abs(abs(math.degrees(world.yaw)) - 180) < 5  # it really turned
 
 
 @pytest.mark.parametrize("step", [{"action": "turn", "degrees": 90}, {"action": "move", "meters": 1.0},

@@ -132,9 +132,13 @@ class Executor:
                 self.home = odom
 
     def reset_home(self) -> None:
-        """A new conversation starts here: the next odometry becomes the pose come_back returns to."""
+        """A new conversation starts here: the next odometry becomes the pose come_back returns to, and no
+        step measures from a pose before it (after a sim reset the last pose is another scene's: a turn that
+        took it as its start counted the jump to the new start as rotation and ended at once)."""
         with self._lock:
             self.home = None
+            self.odom = None
+            self.odom_received = None
 
     def set_estop(self, engaged: bool, now: float) -> ExecutorOutput:
         """Engage: stop at once and end the plan. Release: back to idle (the old plan does not resume)."""
