@@ -315,6 +315,10 @@ def print_table(rows: list[dict], baseline: dict, core: dict | None) -> None:
             f"its p50/p95 with 1 in flight; with 2: {node['pipelined_latency_p50_ms']:.1f} / "
             f"{node['pipelined_latency_p95_ms']:.1f} ms)"
         )
+        diag = node.get("node_diagnostics", {})
+        if "work_ms_p50" in diag:  # the node's worker per frame (convert, detect, publish) vs the core's whole frame
+            print(f"node worker per frame: p50 {float(diag['work_ms_p50']):.2f} ms, model {float(diag['model_ms_p50']):.2f} "
+                  f"ms (core Detector p50 {core['latency_p50_ms']:.2f} ms per frame)")
     if core and "stages_ms" in core:
         s = core["stages_ms"]
         print(f"core stages (ms): preprocess {s['preprocess']:.2f}, inference {s['inference']:.2f}, "

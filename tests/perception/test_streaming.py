@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from lookout.perception.streaming import LatestFrame, StreamStats
 
 
@@ -42,10 +44,11 @@ def test_stats_summarise_counts_rates_and_percentiles():
         stats.frame_in(dropped)
     stats.frame_rejected("unsupported image encoding 'yuv422'")
     for i in range(20):
-        stats.frame_out(model_ms=10.0 + i, latency_ms=20.0 + i)
+        stats.frame_out(model_ms=10.0 + i, latency_ms=20.0 + i, work_ms=12.0 + i)
         time.sleep(0.002)
     s = stats.summary()
     assert (s["frames_in"], s["frames_dropped"], s["frames_rejected"], s["frames_out"]) == (3, 1, 1, 20)
     assert "yuv422" in s["last_error"] and 0 <= s["last_error_age_s"] < 5
     assert 19.0 <= s["model_ms_p50"] <= 20.0 and s["latency_ms_p95"] > s["latency_ms_p50"]
+    assert s["work_ms_mean"] == pytest.approx(s["model_ms_mean"] + 2.0)
     assert s["fps_out"] > 0

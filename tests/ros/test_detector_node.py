@@ -127,7 +127,8 @@ def test_images_in_detections_out_with_the_image_header(rig, executor, frames):
     assert (img.width, img.height, img.encoding) == (160, 128, "bgr8")
     assert spin_until(executor, lambda: any(_diag(m).get("frames_out", "0") != "0" for m in diags), timeout=5)
     values = _diag(diags[-1])
-    assert {"frames_in", "frames_out", "frames_dropped", "model_ms_mean", "latency_ms_p95"} <= set(values)
+    assert {"frames_in", "frames_out", "frames_dropped", "model_ms_mean", "latency_ms_p95", "work_ms_p95"} <= set(values)
+    assert float(values["work_ms_mean"]) >= float(values["model_ms_mean"]) > 0  # the worker's time holds the model's
 
 
 def test_vision_msgs_detections_match_the_lookout_ones(rig, executor, frames):

@@ -72,6 +72,7 @@ class StreamStats:
         self._last_error_at = float("-inf")
         self._model_ms: deque[float] = deque(maxlen=window)
         self._latency_ms: deque[float] = deque(maxlen=window)
+        self._work_ms: deque[float] = deque(maxlen=window)
         self._out_times: deque[float] = deque(maxlen=window)
 
     def frame_in(self, dropped_one: bool) -> None:
@@ -89,19 +90,24 @@ class StreamStats:
         self.last_error = error
         self._last_error_at = time.monotonic() if error else float("-inf")
 
-    def frame_out(self, model_ms: float, latency_ms: float | None) -> None:
+    def frame_out(self, model_ms: float, latency_ms: float | None, work_ms: float | None = None) -> None:
+        """`work_ms`: the worker's whole time on the frame (conversion, detection, publishing): against the
+        detector's own time it tells whether a slow stream loses its time in the worker or around it."""
         with self._lock:
             self.frames_out += 1
             self._model_ms.append(model_ms)
             if latency_ms is not None:
                 self._latency_ms.append(latency_ms)
+            if work_ms is not None:
+                self._work_ms.append(work_ms)
             self._out_times.append(time.monotonic())
 
     def summary(self) -> dict[str, float | int | str]:
-        """Counters, output rate over the recent window, model time and end-to-end latency percentiles."""
+        """Counters, output rate over the recent window, model, worker and end-to-end latency percentiles."""
         with self._lock:
             model = np.asarray(self._model_ms, dtype=np.float64)
             lat = np.asarray(self._latency_ms, dtype=np.float64)
+            work = np.asarray(self._work_ms, dtype=np.float64)
             times = list(self._out_times)
             out: dict[str, float | int | str] = {
                 "frames_in": self.frames_in,
@@ -113,7 +119,7 @@ class StreamStats:
             }
         span = times[-1] - times[0] if len(times) > 1 else 0.0
         out["fps_out"] = (len(times) - 1) / span if span > 0 else 0.0
-        for name, values in (("model_ms", model), ("latency_ms", lat)):
+        for name, values in (("model_ms", model), ("latency_ms", lat), ("work_ms", work)):
             out[f"{name}_mean"] = float(values.mean()) if values.size else 0.0
             out[f"{name}_p50"] = float(np.percentile(values, 50)) if values.size else 0.0
             out[f"{name}_p95"] = float(np.percentile(values, 95)) if values.size else 0.0

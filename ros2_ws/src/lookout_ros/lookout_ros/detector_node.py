@@ -20,6 +20,7 @@ from __future__ import annotations
 import array
 import json
 import threading
+import time
 from typing import Any
 
 import rclpy
@@ -303,6 +304,7 @@ class DetectorNode(LifecycleNode):
         det = self.detector
         if det is None:
             return
+        t0 = time.perf_counter()
         try:
             bgr = compressed_msg_to_bgr8(msg) if compressed else image_msg_to_bgr8(msg)
             result = det.detect(bgr)
@@ -328,7 +330,7 @@ class DetectorNode(LifecycleNode):
         ann = self._ann_pub
         if ann is not None and ann.get_subscription_count() > 0:
             ann.publish(_image_msg(draw_detections(bgr, result), msg.header))
-        self.stats.frame_out(result.timings_ms.get("inference", 0.0), latency_ms)
+        self.stats.frame_out(result.timings_ms.get("inference", 0.0), latency_ms, (time.perf_counter() - t0) * 1e3)
 
     # --- vocabulary ----------------------------------------------------------------------------------------
 
