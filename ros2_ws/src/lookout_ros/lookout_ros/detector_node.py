@@ -325,8 +325,9 @@ class DetectorNode(LifecycleNode):
         out = result_to_msg(result, msg.header, latency_ms or 0.0)
         if self._det_pub is not None:
             self._det_pub.publish(out)
-        if self._vis_pub is not None:
-            self._vis_pub.publish(_to_vision_msgs(result, msg.header))
+        vis = self._vis_pub
+        if vis is not None and vis.get_subscription_count() > 0:  # 0.4 ms per frame of Python: only when read
+            vis.publish(_to_vision_msgs(result, msg.header))
         ann = self._ann_pub
         if ann is not None and ann.get_subscription_count() > 0:
             ann.publish(_image_msg(draw_detections(bgr, result), msg.header))
