@@ -10,11 +10,7 @@ python3 -m venv --without-pip --system-site-packages "$V"
 python3 -c 'import site; print("\n".join(site.getsitepackages()))' > "$("$V/bin/python" -c 'import site; print(site.getsitepackages()[0])')/zz_image.pth"
 "$V/bin/python" -m pip install -q --no-index --no-deps --no-compile .whl-ros/*.whl
 (cd "$V/lib" && for l in libfastdds.so libfastdds.so.3.2; do [ -e $l ] || ln -s libfastdds.so.3.2.* $l; done)
-py_inc=$("$V/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-np_inc=$("$V/bin/python" -c 'import numpy; print(numpy.get_include())')
-grep -rl --include='*.cmake' '/opt/python/cp3' "$V/share" "$V/lib" | xargs -r sed -i -E \
-  -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_?core/include#${np_inc}#g" \
-  -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${py_inc}#g"
+bash scripts/ros_cmake_paths.sh "$V" "$V/bin/python"
 rm -rf ros2_ws/build ros2_ws/install ros2_ws/log
 (
   cd ros2_ws

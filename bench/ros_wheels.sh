@@ -46,7 +46,7 @@ done < "$RAW/fetch.txt"
 for w in "$RAW"/*.whl; do
   b=$(basename "$w")
   case "$b" in
-    ros_fastdds-*) python3 bench/wheel_repack.py "$w" "$DEST/$b" '/lib/libfastdds\.so(\.[0-9]+\.[0-9]+)?$' ;;
+    ros_fastdds-*) python3 "$(dirname "$0")/wheel_repack.py" "$w" "$DEST/$b" '/lib/libfastdds\.so(\.[0-9]+\.[0-9]+)?$' ;;
     *) cp "$w" "$DEST/$b" ;;
   esac
 done

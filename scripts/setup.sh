@@ -59,18 +59,7 @@ else
 fi
 
 # --- 3. CMake include paths of the ROS wheels ----------------------------------------------
-# The wheels' exported CMake targets name the wheel builder's folders; point them at ours.
-# Rewriting inside the venv needs no root (making /opt/python/... exist would).
-py_inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-np_inc=$("$PY" -c 'import numpy; print(numpy.get_include())')
-mapfile -t cmake_files < <(grep -rl --include='*.cmake' '/opt/python/cp3' "$VENV/share" "$VENV/lib" 2>/dev/null || true)
-if [ ${#cmake_files[@]} -gt 0 ]; then
-  say "pointing ${#cmake_files[@]} ROS CMake files at this Python's include folders"
-  sed -i -E \
-    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_?core/include#${np_inc}#g" \
-    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${py_inc}#g" \
-    "${cmake_files[@]}"
-fi
+bash scripts/ros_cmake_paths.sh "$VENV" "$PY"
 
 # --- 4. ROS 2 workspace -------------------------------------------------------------------
 ws_hash=$( (find ros2_ws/src -type f -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum; echo "$deps_hash") | sha256sum | cut -c1-16)
