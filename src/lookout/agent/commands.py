@@ -12,6 +12,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from lookout.agent.capabilities import Capabilities
+from lookout.agent.plan import PlanBase, make_plan
+
 _STOP_WORDS = ("stop", "halt", "freeze", "abort", "cancel", "stay", "emergency stop", "stopp", "arrête", "arrete",
                "para", "alto", "basta", "止まれ", "停止", "停")
 # Words around a stop word that leave it a plain stop ("ok just stop", "no, stop right there"). Anything
@@ -53,8 +56,6 @@ def is_stop_command(text: str) -> bool:
 STOP_REPLY = "Stopping."
 
 
-def stop_plan(caps):
+def stop_plan(caps: Capabilities) -> PlanBase:
     """The plan a stop command gets at once, without the model (Agent.submit; the agent eval scores it too)."""
-    from lookout.agent.plan import make_plan
-
     return make_plan(caps, reply=STOP_REPLY, phrases=[], steps=[{"action": "stop"}])

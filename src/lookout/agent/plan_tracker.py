@@ -114,12 +114,13 @@ class PlanTracker:
         return (tuple(tuple(f) for f in self.stack), self.in_str, self.is_key, self.esc, bytes(self.buf),
                 tuple(self.phrases), self.steps, self.after_colon, self.allowed_phrases)
 
-    def choosing(self) -> bool:
-        """Inside a string whose value must be one of `options()` (target, action, or a restricted phrase)."""
-        if not self.in_str or self.is_key:
-            return False
-        ctx = self._value_context()
+    def _chosen(self, ctx: bytes | None) -> bool:
+        """Values of this kind must be one of `options()`: targets, actions, and phrases when restricted."""
         return ctx in (b"target", b"action") or (ctx == b"phrase" and self.allowed_phrases is not None)
+
+    def choosing(self) -> bool:
+        """Inside a string whose value must be one of `options()`."""
+        return self.in_str and not self.is_key and self._chosen(self._value_context())
 
     def options(self) -> list[bytes]:
         """In 'target' or 'action' mode (or 'phrase' when restricted), the complete values still allowed."""
@@ -215,7 +216,7 @@ class PlanTracker:
         if self.is_key:
             return True
         ctx = self._value_context()
-        if ctx not in (b"target", b"action") and not (ctx == b"phrase" and self.allowed_phrases is not None):
+        if not self._chosen(ctx):
             return True
         buf = bytes(self.buf)
         return any(opt.startswith(buf) for opt in self.options())
