@@ -75,6 +75,25 @@ def test_result_has_typed_boxes_inside_the_image_and_stage_timings(world_model, 
     assert t["total"] >= t["preprocess"] + t["inference"] + t["postprocess"] - 1e-3
 
 
+def test_overlap_work_runs_once_per_frame_and_changes_nothing(world_model, frames):
+    """`detect(overlap=...)` is where a stream receives its next frame; it must not alter the result or timings."""
+    det = Detector(world_model, imgsz=IMGSZ, device="cpu", conf=0.25)
+    calls = []
+    plain = det.detect(frames[0])
+    with_overlap = det.detect(frames[0], overlap=lambda: calls.append(1) or time.sleep(0.05))
+    assert calls == [1]
+    np.testing.assert_array_equal(_rows(with_overlap), _rows(plain))
+    assert with_overlap.timings_ms["total"] < 50, "overlap time must not count as detection time"
+
+
+def test_read_only_frames_are_detected_without_a_copy_error(world_model, frames):
+    """The ROS node passes a read-only view over the received bytes."""
+    det = Detector(world_model, imgsz=IMGSZ, device="cpu", conf=0.25)
+    view = np.frombuffer(frames[0].tobytes(), np.uint8).reshape(frames[0].shape)
+    assert not view.flags.writeable
+    np.testing.assert_array_equal(_rows(det.detect(view)), _rows(det.detect(frames[0])))
+
+
 def test_grey_and_non_contiguous_frames_work_and_bad_ones_raise(world_model, frames):
     det = Detector(world_model, imgsz=IMGSZ, device="cpu")
     grey = np.ascontiguousarray(frames[0][:, :, 1])

@@ -52,3 +52,119 @@ def test_stats_summarise_counts_rates_and_percentiles():
     assert 19.0 <= s["model_ms_p50"] <= 20.0 and s["latency_ms_p95"] > s["latency_ms_p50"]
     assert s["work_ms_mean"] == pytest.approx(s["model_ms_mean"] + 2.0)
     assert s["fps_out"] > 0
+
+
+def _pipeline(process, publish, backlog: int = 2):
+    from lookout.perception.streaming import FramePipeline
+
+    stats = StreamStats()
+    return FramePipeline(process, publish, stats, name="t", backlog=backlog), stats
+
+
+def test_pipeline_publishes_every_processed_frame_in_order_on_another_thread():
+    processed, published, threads = [], [], set()
+
+    def process(frame: int) -> int:
+        threads.add(("process", threading.current_thread().name))
+        processed.append(frame)
+        time.sleep(0.002)
+        return frame * 10
+
+    def publish(result: int) -> None:
+        threads.add(("publish", threading.current_thread().name))
+        published.append(result)
+
+    pipe, stats = _pipeline(process, publish)
+    pipe.start()
+    for i in range(50):
+        pipe.offer(i)
+        time.sleep(0.001)
+    time.sleep(0.1)
+    pipe.stop()
+    assert published == [f * 10 for f in processed]  # all of them, in order
+    assert processed == sorted(processed) and processed[-1] == 49  # the newest frame is always processed
+    assert stats.frames_in == 50 and stats.frames_dropped == 50 - len(processed)
+    assert {name for stage, name in threads if stage == "process"} == {"t_worker"}
+    assert {name for stage, name in threads if stage == "publish"} == {"t_publisher"}
+    assert not pipe.running
+
+
+def test_pipeline_publishing_overlaps_the_next_frames_processing():
+    """A slow publisher and a slow worker run side by side: the stream takes about the longer of the two."""
+    pipe, _ = _pipeline(lambda f: time.sleep(0.02) or f, lambda r: time.sleep(0.02))
+    pipe.start()
+    start = time.monotonic()
+    for i in range(10):
+        pipe.offer(i)
+        while pipe._frames.waiting and time.monotonic() - start < 5:  # let the worker take each one
+            time.sleep(0.001)
+    pipe.stop()
+    elapsed = time.monotonic() - start
+    assert elapsed < 10 * 0.04 * 0.8, f"{elapsed:.3f} s: publishing did not overlap processing"
+
+
+def test_pipeline_survives_failing_frames_and_restarts_after_stop():
+    published = []
+
+    def process(frame: int) -> int | None:
+        if frame == 1:
+            raise RuntimeError("bad frame")
+        return None if frame == 2 else frame
+
+    def publish(result: int) -> None:
+        if result == 3:
+            raise ValueError("cannot publish")
+        published.append(result)
+
+    pipe, _ = _pipeline(process, publish)
+    for round_ in range(2):  # stop then start again, as deactivate/activate do
+        pipe.start()
+        for i in range(5):
+            pipe.offer(i)
+            deadline = time.monotonic() + 5
+            while pipe._frames.waiting and time.monotonic() < deadline:
+                time.sleep(0.001)
+        time.sleep(0.05)
+        pipe.stop()
+        assert published == [0, 4] * (round_ + 1)
+
+
+def test_stopping_an_idle_pipeline_returns_promptly():
+    pipe, _ = _pipeline(lambda f: f, lambda r: None)
+    pipe.start()
+    start = time.monotonic()
+    pipe.stop()
+    assert time.monotonic() - start < 2 and not pipe.running
+    pipe.stop()  # stopping twice is harmless
+
+
+def test_a_pumped_pipeline_receives_on_its_worker_and_never_waits_while_a_frame_is_ready():
+    """With `pump`, the worker itself receives (the ROS node spins its image input there)."""
+    from lookout.perception.streaming import FramePipeline
+
+    incoming = list(range(20))
+    pumps: list[tuple[float, bool]] = []
+    published: list[int] = []
+    holder: dict = {}
+
+    def pump(timeout: float) -> None:
+        pumps.append((timeout, holder["pipe"]._frames.waiting))
+        if incoming:
+            holder["pipe"].offer(incoming.pop(0))
+        else:
+            time.sleep(timeout)
+
+    def process(frame: int) -> int:
+        if frame % 2 == 0 and incoming:  # a frame arrives during detection, as with `detect(overlap=...)`
+            holder["pipe"].offer(incoming.pop(0))
+        return frame
+
+    stats = StreamStats()
+    pipe = holder["pipe"] = FramePipeline(process, published.append, stats, pump=pump, name="p")
+    pipe.start()
+    deadline = time.monotonic() + 5
+    while (incoming or len(published) < 20) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pipe.stop()
+    assert published == list(range(20)) and stats.frames_in == 20 and stats.frames_dropped == 0
+    assert not any(waiting for _, waiting in pumps), "the worker blocked on input with a frame ready"

@@ -357,3 +357,30 @@ def test_parameters_load_from_the_shipped_params_file(ros_context, executor, mod
     ):
         assert node.get_parameter(name).value == getattr(cfg, name), name
     assert node.detector is not None and node.detector.imgsz == IMGSZ and node.detector.iou == cfg.iou
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "mono16"])
+def test_the_node_reads_rclpy_serialized_images_exactly_as_rclpy_does(encoding):
+    """detector_node decodes raw CDR itself (lookout.perception.cdr); it must agree with rclpy's own decoding."""
+    import array
+
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from lookout.perception.cdr import read_compressed_image, read_image
+    from lookout.perception.images import image_msg_to_bgr8
+
+    rng = np.random.default_rng(1)
+    channels, itemsize = {"bgr8": (3, 1), "rgba8": (4, 1), "mono16": (1, 2)}[encoding]
+    h, w, pad = 5, 7, 3
+    step = w * channels * itemsize + pad
+    msg = Image(height=h, width=w, encoding=encoding, step=step, is_bigendian=0,
+                data=array.array("B", rng.integers(0, 255, h * step, dtype=np.uint8).tobytes()))  # fmt: skip
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = 17, 999_999_999, "optical_frame"
+    header, fields = read_image(serialize_message(msg))
+    assert (header.sec, header.nanosec, header.frame_id) == (17, 999_999_999, "optical_frame")
+    np.testing.assert_array_equal(image_msg_to_bgr8(fields), image_msg_to_bgr8(msg))
+    jpeg = CompressedImage(format="jpeg", data=array.array("B", b"\xff\xd8 not really a jpeg"))
+    jpeg.header.frame_id = "c"
+    header, fields = read_compressed_image(serialize_message(jpeg))
+    assert header.frame_id == "c" and fields.format == "jpeg" and bytes(fields.data) == bytes(jpeg.data)
