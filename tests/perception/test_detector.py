@@ -80,10 +80,12 @@ def test_overlap_work_runs_once_per_frame_and_changes_nothing(world_model, frame
     det = Detector(world_model, imgsz=IMGSZ, device="cpu", conf=0.25)
     calls = []
     plain = det.detect(frames[0])
-    with_overlap = det.detect(frames[0], overlap=lambda: calls.append(1) or time.sleep(0.05))
+    with_overlap = det.detect(frames[0], overlap=lambda: calls.append(1) or time.sleep(0.3))
     assert calls == [1]
     np.testing.assert_array_equal(_rows(with_overlap), _rows(plain))
-    assert with_overlap.timings_ms["total"] < 50, "overlap time must not count as detection time"
+    t = with_overlap.timings_ms
+    stages = t["preprocess"] + t["inference"] + t["postprocess"]
+    assert t["total"] < stages + 150, "the 300 ms of overlap work must not count as detection time"
 
 
 def test_read_only_frames_are_detected_without_a_copy_error(world_model, frames):

@@ -100,7 +100,8 @@ def test_every_parameter_given_is_declared_by_its_node(path: Path, ros_context):
 
 
 def _names_used(node) -> set[str]:
-    names = {p.topic_name for p in node.publishers} | {s.topic_name for s in node.subscriptions}
+    subscriptions = [*node.subscriptions, *getattr(node, "input_subscriptions", [])]  # detector: a hidden input node
+    names = {p.topic_name for p in node.publishers} | {s.topic_name for s in subscriptions}
     names |= {s.srv_name for s in node.services} | {c.srv_name for c in node.clients}
     return names
 

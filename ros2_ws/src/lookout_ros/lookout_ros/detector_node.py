@@ -286,6 +286,11 @@ class DetectorNode(LifecycleNode):
         self.qos_warnings.append(text)
         self.get_logger().warning(text)
 
+    @property
+    def input_subscriptions(self) -> list[Any]:
+        """The image subscriptions (on the hidden input node while active): what `subscriptions` lacks."""
+        return list(self._input.node.subscriptions) if self._input is not None else []
+
     def _pump(self, timeout: float) -> None:
         """Worker thread, idle: take what has arrived, else wait for it (QoS event callbacks run there too)."""
         if self._input is None or self._poll_input():
