@@ -168,3 +168,15 @@ def test_a_pumped_pipeline_receives_on_its_worker_and_never_waits_while_a_frame_
     pipe.stop()
     assert published == list(range(20)) and stats.frames_in == 20 and stats.frames_dropped == 0
     assert not any(waiting for _, waiting in pumps), "the worker blocked on input with a frame ready"
+
+
+def test_sequence_gaps_count_frames_a_publisher_sent_that_never_arrived():
+    from lookout.perception.streaming import SequenceGaps
+
+    gaps = SequenceGaps()
+    assert gaps.missed(b"cam", 1) == 0  # the first sample we see: nothing known about before
+    assert gaps.missed(b"cam", 2) == 0
+    assert gaps.missed(b"cam", 6) == 3  # 3, 4, 5 were replaced in the middleware's keep-last history
+    assert gaps.missed(b"other", 40) == 0 and gaps.missed(b"other", 42) == 1  # per publisher
+    assert gaps.missed(b"cam", 6) == 0 and gaps.missed(b"cam", 4) == 0  # repeats or reordering: no gap
+    assert gaps.missed(b"cam", None) == 0 and gaps.missed(b"cam", SequenceGaps.UNSUPPORTED) == 0
