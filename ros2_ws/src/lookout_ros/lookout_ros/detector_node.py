@@ -14,7 +14,7 @@ is reported as a warning instead of silently yielding nothing. Only the newest f
 
 Frames never go through the node's executor: a hidden node (`_<name>_images`) holds the image subscriptions and
 the detection worker receives on it between frames, as serialized bytes, decoding only what it detects on
-(`lookout.perception.cdr`). The detections are published on a second thread while the next frame is detected
+(`lookout.perception.cdr`). A frame's detections are published while the GPU runs the next frame
 (`FramePipeline`). Measured why on the H200: a camera faster than the detector made the executor thread
 convert every frame in Python, holding the GIL the worker needed.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import array
 import json
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import rclpy
@@ -281,8 +282,8 @@ class DetectorNode(LifecycleNode):
             f"({event.total_count} so far); no messages flow between them. "
             + ("Set image_qos to match the camera (sensor_data = best effort)." if not offered else "")
         )
-        self.qos_warnings.append(text)
         self.get_logger().warning(text)
+        self.qos_warnings.append(text)  # after the log line: image warnings come from the worker thread
 
     @property
     def input_subscriptions(self) -> list[Any]:
@@ -297,8 +298,9 @@ class DetectorNode(LifecycleNode):
         if self._input is not None:
             self._input.take_ready()
 
-    def _detect_frame(self, item: tuple[bytes, bool]) -> _Detected | None:
-        """Worker thread: decode the newest frame and detect; a bad frame is counted and reported, not raised."""
+    def _detect_frame(self, item: tuple[bytes, bool], overlap: Callable[[], None]) -> _Detected | None:
+        """Worker thread: decode the newest frame and detect; a bad frame is counted and reported, not raised.
+        While the GPU runs it, the previous frame's detections go out (`overlap`) and the next frame comes in."""
         det = self.detector
         if det is None:
             return None
@@ -306,7 +308,7 @@ class DetectorNode(LifecycleNode):
         t0 = time.perf_counter()
         try:
             header, bgr = _decode(raw, compressed)
-            result = det.detect(bgr, overlap=self._poll_input)  # the next frame arrives while the GPU works
+            result = det.detect(bgr, overlap=lambda: (overlap(), self._poll_input()))
         except PerceptionError as exc:
             self.stats.frame_rejected(str(exc))
             self.get_logger().error(f"frame rejected: {exc}", throttle_duration_sec=2.0)
@@ -320,7 +322,7 @@ class DetectorNode(LifecycleNode):
         return _Detected(header, bgr, result, (time.perf_counter() - t0) * 1e3)
 
     def _publish_result(self, done: _Detected) -> None:
-        """Publisher thread: messages of one detected frame, in frame order."""
+        """Worker thread: the messages of one detected frame, in frame order."""
         header, result = done.header, done.result
         stamp = Time.from_msg(header.stamp)
         latency_ms = None
