@@ -94,9 +94,15 @@ def test_every_parameter_given_is_declared_by_its_node(path: Path, ros_context):
                     missing = _plain_yaml_keys_declared(node, yaml.safe_load(Path(value).read_text()))
                     assert not missing, f"{spec.executable} does not declare {missing} (from {value})"
         finally:
-            if hasattr(node, "shutdown"):
-                node.shutdown()
-            node.destroy_node()
+            _close(node)
+
+
+def _close(node) -> None:
+    if hasattr(node, "agent"):  # its planner loads on a thread: importing transformers there while a later
+        node.agent.wait_model(60)  # test imports it raised "partially initialized module" errors
+    if hasattr(node, "shutdown"):
+        node.shutdown()
+    node.destroy_node()
 
 
 def _names_used(node) -> set[str]:
@@ -119,9 +125,7 @@ def test_every_remap_source_is_a_name_the_node_uses(path: Path, ros_context):
                 assert node.resolve_topic_name(src) in used, (
                     f"{path.name}: {spec.executable} has no topic or service {src!r}; it uses {sorted(used)}")
         finally:
-            if hasattr(node, "shutdown"):
-                node.shutdown()
-            node.destroy_node()
+            _close(node)
 
 
 def test_launch_files_start_with_ros2_launch(ros_context, monkeypatch):
