@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 
 from lookout.agent.agent import IDLE, PLANNING, WAITING_FOR_DETECTOR, Agent
 from lookout.agent.config import AgentConfig
-from lookout.agent.motion import Velocity
+from lookout.agent.motion import Velocity, wrap_angle
 
 from .tiny_models import SCRIPT
 from .world import Thing, World
@@ -232,4 +233,37 @@ def test_a_planner_crash_is_reported_and_the_agent_keeps_working(scripted_planne
     assert first is not None and not first.success and "Planning failed (RuntimeError)" in first.reply
     second = agent.wait_outcome(agent.submit("pick up the red cup"), timeout=30)
     assert second is not None and "no arm" in second.reply
+    agent.shutdown()
+
+
+def test_a_control_tick_racing_a_new_plan_does_not_end_it(scripted_planner):
+    """Seen over ROS on CI: the timer thread's tick read the finished plan's 'succeeded', the planner thread
+    then started the next plan, and that stale output ended the new command at once, without motion."""
+    world, clock = World([]), SimClock()
+    agent = make_agent(scripted_planner, world, clock)
+    first = agent.submit("turn left 90 degrees")
+    assert wait_for(lambda: agent.executor.state == "executing")
+    while agent.outcome(first) is None and clock.now < 30:
+        drive(agent, world, clock, 0.2)
+    assert agent.outcome(first).success
+    agent.reset_conversation()  # as the scenario runner does between scenarios; the executor keeps 'succeeded'
+    assert agent.executor.state == "succeeded"
+    original, raced = agent.executor.tick, []
+
+    def tick_then_new_plan(now: float):
+        out = original(now)
+        if not raced:  # the next command arrives between this tick's output and its use
+            raced.append(agent.submit("turn left 90 degrees"))
+            wait_for(lambda: agent.executor.state == "executing", timeout=3)
+        return out
+
+    agent.executor.tick = tick_then_new_plan
+    agent.tick(clock.now)
+    assert agent.outcome(raced[0]) is None, agent.outcome(raced[0])
+    assert wait_for(lambda: agent.executor.state == "executing")
+    yaw0 = world.yaw
+    while agent.outcome(raced[0]) is None and clock.now < 60:
+        drive(agent, world, clock, 0.2)
+    assert agent.outcome(raced[0]).success
+    assert math.degrees(wrap_angle(world.yaw - yaw0)) == pytest.approx(90, abs=10)
     agent.shutdown()

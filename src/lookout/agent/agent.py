@@ -266,8 +266,10 @@ class Agent:
             return STOP
 
     def tick(self, now: float) -> AgentTick:
-        out = self.executor.tick(now)
+        # One lock around both: an output computed before a new plan started (its state still the old
+        # plan's 'succeeded') must not finish the new command, which would end it without moving.
         with self._lock:
+            out = self.executor.tick(now)
             self._maybe_finish(out)
             return AgentTick(cmd=out.cmd, status=self._status(out), executor=out)
 

@@ -189,7 +189,8 @@ def score(scenario: Scenario, rollout: Rollout) -> ScenarioResult:
             ok, detail = _evaluate(check, rec, end, rollout, track)
             results.append(CheckResult(turn=i, check=check.describe(), ok=ok, detail=detail))
             if not ok and not reason:
-                reason = f"turn {i} ({turn.say!r}): {check.check} failed: {detail}"
+                said = f" (the agent said {rec.reply!r})" if rec.reply else ""
+                reason = f"turn {i} ({turn.say!r}): {check.check} failed: {detail}{said}"
     success = not reason
     return ScenarioResult(
         scenario_id=scenario.id,
