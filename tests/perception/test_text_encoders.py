@@ -58,3 +58,21 @@ def test_clip_without_package_or_weights_is_a_clear_error_not_a_download():
     with pytest.raises(TextEncoderError, match=r"clip-anytorch|weights not found at .*ViT-B-32\.pt") as info:
         enc.encode(["person"])
     assert "offline" in str(info.value)  # and it says what to do instead
+
+
+def test_precomputed_encoder_replays_another_encoders_embeddings(offline_encoder, tmp_path):
+    from lookout.perception.text_encoders import PrecomputedTextEncoder
+
+    phrases = ["red cup", "person", "blue box"]
+    path = tmp_path / "emb.pt"
+    PrecomputedTextEncoder.compute(offline_encoder, phrases).save(path)
+    table = PrecomputedTextEncoder.load(path)
+    assert table.id == offline_encoder.id and table.dim == 512
+    torch.testing.assert_close(table.encode(["blue box", "red cup"]), offline_encoder.encode(["blue box", "red cup"]))
+    with pytest.raises(TextEncoderError, match="no precomputed embedding for \\['green ball'\\]"):
+        table.encode(["red cup", "green ball"])
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(TextEncoderError, match="not a precomputed text-embedding file"):
+        PrecomputedTextEncoder.load(path)
+    with pytest.raises(TextEncoderError, match="2 phrases but embeddings of shape"):
+        PrecomputedTextEncoder("x", ["a", "b"], torch.zeros(3, 4))

@@ -115,3 +115,20 @@ def test_cli_renders_a_dataset_with_a_progress_bar(tmp_path):
     assert len(list((out / "images").rglob("*.jpg"))) == 3
     again = CliRunner().invoke(app, ["sim", "render-dataset", "--out", str(out), "--n", "3"])
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_max_side_shrinks_images_and_keeps_the_labels(tmp_path, small_config):
+    import imageio.v3 as iio
+
+    full = render_dataset(tmp_path / "full", n=4, seed=9, config=small_config, images_per_scene=2, val_fraction=0.5)
+    small = render_dataset(tmp_path / "small", n=4, seed=9, config=small_config, images_per_scene=2,
+                           val_fraction=0.5, max_side=64, quality=80)
+    assert small.images == full.images and small.boxes == full.boxes
+    for split in ("train", "val"):
+        for image in (tmp_path / "small" / "images" / split).glob("*.jpg"):
+            big = iio.imread(tmp_path / "full" / "images" / split / image.name)
+            assert max(iio.imread(image).shape[:2]) == 64 < max(big.shape[:2])
+            label = Path("labels") / split / f"{image.stem}.txt"
+            assert (tmp_path / "small" / label).read_text() == (tmp_path / "full" / label).read_text()
+    with pytest.raises(ValueError, match="max_side"):
+        render_dataset(tmp_path / "bad", n=1, config=small_config, max_side=8)

@@ -33,6 +33,50 @@ def build_tiny_cmd(
     typer.echo(f"done: {result.out_dir} ({result.total_bytes / 1e6:.1f} MB)")
 
 
+@build_app.command("detector")
+def build_detector_cmd(
+    out: Path = typer.Option(Path("models/tiny/detector.pt"), help="Where to write the detector."),
+    data: list[Path] = typer.Option(None, "--data", help="Rendered dataset folder (repeatable); without it the "
+                                                         "builder renders --n-train/--n-val images itself."),
+    seed: int = typer.Option(0, help="Scene seed when rendering; training seed."),
+    n_train: int = typer.Option(320, "--n-train", min=1),
+    n_val: int = typer.Option(64, "--n-val", min=1),
+    epochs: int = typer.Option(32, min=1),
+    time_min: float = typer.Option(None, "--time-min", help="Wall-clock budget: Ultralytics fits the epochs to it."),
+    batch: int = typer.Option(16, min=1),
+    imgsz: int = typer.Option(256, min=32),
+    lr0: float = typer.Option(0.002, help="Initial learning rate (AdamW)."),
+    device: str = typer.Option("cpu", help="Ultralytics device: cpu, 0, cuda:0."),
+    workers: int = typer.Option(0, min=0, help="Data-loading processes."),
+    work: Path = typer.Option(None, help="Keep the linked dataset and Ultralytics' run folder here."),
+    embeddings: Path = typer.Option(None, help="Precomputed class embeddings of the offline encoder (from "
+                                               "`lookout models embed-classes`), where sentence-transformers is "
+                                               "not installed."),
+) -> None:
+    """Train one tiny YOLO-World detector (the offline text encoder's embeddings), e.g. on a GPU machine."""
+    from lookout.perception.text_encoders import PrecomputedTextEncoder
+    from lookout.perception.tiny_detector import build_tiny_detector
+
+    encoder = PrecomputedTextEncoder.load(embeddings) if embeddings else None
+    build = build_tiny_detector(out, seed=seed, n_train=n_train, n_val=n_val, epochs=epochs, imgsz=imgsz,
+                                batch=batch, lr0=lr0, time_limit_min=time_min, datasets=data or None,
+                                device=device, workers=workers, text_encoder=encoder, workdir=work, verbose=True)
+    typer.echo(f"wrote {out} ({build.file_mb} MB, {build.epochs} epochs, {build.images}); "
+               f"validation {build.metrics}")
+
+
+@models_app.command("embed-classes")
+def embed_classes(out: Path = typer.Argument(..., help="File to write (torch .pt).")) -> None:
+    """Save the offline text encoder's embeddings of the simulator's classes, to train where it is missing."""
+    from lookout.perception.text_encoders import OfflineTextEncoder, PrecomputedTextEncoder
+    from lookout.sim.config import SimConfig
+    from lookout.sim.dataset import class_names
+
+    names = class_names(SimConfig.default())
+    PrecomputedTextEncoder.compute(OfflineTextEncoder(dim=512, seed=0), names).save(out)
+    typer.echo(f"wrote {out}: {len(names)} phrases")
+
+
 @models_app.command("verify")
 def verify(profile: str = typer.Argument("tiny", help="Profile name in models/registry.yaml.")) -> None:
     """Check that a profile's files exist and match their checksums; say how to get what is missing."""

@@ -131,9 +131,14 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     if build_detector is None:
         step("detector", t0, "no tiny detector builder (lookout.perception.tiny_detector) yet" if detector
              else "--no-detector", status="skipped")
-    else:
+    elif torch.cuda.is_available():  # the committed detector's recipe; minutes on a GPU
+        from lookout.perception.tiny_detector import build_tiny_detector_gpu
+
+        build_tiny_detector_gpu(out / "detector.pt", seed=seed)
+        step("detector", t0, f"{out / 'detector.pt'} (GPU recipe)")
+    else:  # without a GPU, the CPU stages: an hour on 2 cores, mAP50 0.70 instead of 0.92
         build_detector(out / "detector.pt", seed=seed)
-        step("detector", t0, str(out / "detector.pt"))
+        step("detector", t0, f"{out / 'detector.pt'} (CPU recipe: no GPU here)")
 
     build = {
         "command": build_command(seed, steps, sizes),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import pickle
 import re
 import threading
 from collections.abc import Sequence
@@ -164,6 +165,44 @@ class ClipTextEncoder:
             tokens = self._model.tokenize(list(phrases))
             feats = self._model.encode_text(tokens)
         return torch.nn.functional.normalize(feats.detach().float().cpu(), dim=-1)
+
+
+class PrecomputedTextEncoder:
+    """Embeddings another encoder computed, for a fixed phrase list: train or run where that encoder is not
+    installed (a GPU machine without sentence-transformers, a robot without CLIP). It keeps the encoder's
+    `id`, so a model trained with it records the encoder that made the embeddings. Unknown phrases are an
+    error, never a guess.
+    """
+
+    def __init__(self, enc_id: str, phrases: Sequence[str], embeddings: torch.Tensor) -> None:
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(phrases):
+            raise TextEncoderError(f"{len(phrases)} phrases but embeddings of shape {tuple(embeddings.shape)}")
+        self.id = enc_id
+        self.dim = int(embeddings.shape[1])
+        self._rows = {p: i for i, p in enumerate(phrases)}
+        self._emb = embeddings.detach().float().cpu()
+
+    @classmethod
+    def compute(cls, encoder: TextEncoder, phrases: Sequence[str]) -> PrecomputedTextEncoder:
+        return cls(encoder.id, list(phrases), encoder.encode(list(phrases)))
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"id": self.id, "phrases": list(self._rows), "embeddings": self._emb}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PrecomputedTextEncoder:
+        try:
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+            return cls(str(data["id"]), list(data["phrases"]), data["embeddings"])
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            raise TextEncoderError(f"{path} is not a precomputed text-embedding file: {exc}") from exc
+
+    def encode(self, phrases: Sequence[str]) -> torch.Tensor:
+        missing = [p for p in phrases if p not in self._rows]
+        if missing:
+            raise TextEncoderError(f"no precomputed embedding for {missing[:5]} (encoder {self.id}, "
+                                   f"{len(self._rows)} phrases known)")
+        return self._emb[[self._rows[p] for p in phrases]].clone()
 
 
 def canonical_encoder_id(spec: str, dim: int) -> str:

@@ -35,6 +35,9 @@ def render_dataset_cmd(
     width: int = typer.Option(None, help="Override camera.width."),
     height: int = typer.Option(None, help="Override camera.height."),
     image_format: str = typer.Option("jpg", help="jpg or png."),
+    quality: int = typer.Option(92, min=1, max=100, help="JPEG quality."),
+    max_side: int = typer.Option(None, help="Shrink images so the longer side is at most this (e.g. the "
+                                            "detector's imgsz): smaller datasets, the same training input."),
     config: Path = _CONFIG,
 ) -> None:
     """Render a labelled detection dataset (Ultralytics YOLO format) from random scenes."""
@@ -45,7 +48,7 @@ def render_dataset_cmd(
     cfg = _config(config, width, height)
     try:
         summary = render_dataset(out, n, seed, cfg, val_fraction=val_fraction, images_per_scene=images_per_scene,
-                                 image_format=image_format,
+                                 image_format=image_format, quality=quality, max_side=max_side,
                                  progress=lambda total: tqdm(total=total, desc="rendering", unit="img"))
     except (FileExistsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

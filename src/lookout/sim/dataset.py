@@ -72,11 +72,16 @@ def _random_view(sim, rng: np.random.Generator, aim_probability: float) -> bool:
 
 def render_dataset(out: str | Path, n: int, seed: int = 0, config: SimConfig | None = None, *,
                    val_fraction: float = 0.2, images_per_scene: int = 8, aim_probability: float = 0.8,
-                   image_format: str = "jpg", progress: Callable[[int], Any] | None = None) -> DatasetSummary:
+                   image_format: str = "jpg", quality: int = 92, max_side: int | None = None,
+                   progress: Callable[[int], Any] | None = None) -> DatasetSummary:
     """Render `n` labelled images (train + val) under `out`.
 
+    `max_side` shrinks each image (area interpolation) so its longer side is at most that many pixels:
+    a detector trained at `imgsz` sees nothing more, and the dataset is smaller to store or carry. Labels
+    are relative, so they do not change. `quality` is the JPEG quality.
     `progress(total)` may return a bar with `update(k)` and `close()` (e.g. `lambda t: tqdm(total=t)`).
     """
+    import cv2
     import imageio.v3 as iio
 
     from lookout.sim.sim import Sim
@@ -87,6 +92,10 @@ def render_dataset(out: str | Path, n: int, seed: int = 0, config: SimConfig | N
         raise ValueError(f"images_per_scene must be at least 1, got {images_per_scene}")
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    if max_side is not None and max_side < 16:
+        raise ValueError(f"max_side must be at least 16 pixels, got {max_side}")
     cfg = config or SimConfig.default()
     root = Path(out).resolve()
     if root.exists() and any(root.iterdir()):
@@ -125,8 +134,12 @@ def render_dataset(out: str | Path, n: int, seed: int = 0, config: SimConfig | N
                 boxes = sim.object_boxes()
                 stem = f"{counter:06d}"
                 counter += 1
+                scale = 1.0 if max_side is None else min(1.0, max_side / max(image.shape[:2]))
+                if scale < 1.0:
+                    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 iio.imwrite(root / "images" / split / f"{stem}.{image_format}", image,
-                            **({"quality": 92} if image_format == "jpg" else {}))
+                            **({"quality": quality} if image_format == "jpg" else {}))
                 lines = []
                 for b in boxes:
                     xc, yc, w, h = b.yolo(cfg.camera.width, cfg.camera.height)
