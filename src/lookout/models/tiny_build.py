@@ -250,8 +250,9 @@ def readme(build: dict[str, Any]) -> str:
         f"(batch {c['batch_size']}, lr {c['lr']}) on the dataset's train split; byte-level BPE tokenizer "
         f"({build['tokenizer_tokens']} tokens) with Llama 3's special tokens and chat template |",
         f"| agent-adapter/ | QLoRA adapter from `lookout train` on the 4-bit base: {build['agent_adapter']['status']} |",
-        "| detector.pt | tiny YOLO-World detector with the offline text encoder (its own build step; settings and "
-        "held-out mAP in detector_build.json) |",
+        "| detector.pt | tiny YOLO-World detector (yolov8n-worldv2, input 256) with the offline text encoder: the "
+        "GPU recipe where CUDA is available (`tiny_detector.GPU_RECIPE`: 8000 rendered images, minutes), else the "
+        "CPU stages; the recipe's commands, settings and held-out mAP in detector_build.json |",
         "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
         "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
         "",
