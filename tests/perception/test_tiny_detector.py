@@ -164,6 +164,9 @@ def test_build_from_datasets_rendered_elsewhere_with_precomputed_embeddings(tmp_
         combine_datasets([tmp_path / "d1", other], tmp_path / "combined")
     with pytest.raises(FileNotFoundError, match="render-dataset"):
         combine_datasets([tmp_path / "emb.pt"], tmp_path / "combined2")
+    for bad in (["--data", str(tmp_path / "nowhere")], ["--data", str(tmp_path / "d1"), "--embeddings", str(out)]):
+        res = CliRunner().invoke(app, ["models", "build", "detector", "--out", str(tmp_path / "x.pt"), *bad])
+        assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output, res.output
 
 
 def test_gpu_recipe_renders_then_trains(tmp_path):

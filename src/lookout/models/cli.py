@@ -54,13 +54,18 @@ def build_detector_cmd(
                                                "not installed."),
 ) -> None:
     """Train one tiny YOLO-World detector (the offline text encoder's embeddings), e.g. on a GPU machine."""
+    from lookout.perception.errors import PerceptionError
     from lookout.perception.text_encoders import PrecomputedTextEncoder
     from lookout.perception.tiny_detector import build_tiny_detector
 
-    encoder = PrecomputedTextEncoder.load(embeddings) if embeddings else None
-    build = build_tiny_detector(out, seed=seed, n_train=n_train, n_val=n_val, epochs=epochs, imgsz=imgsz,
-                                batch=batch, lr0=lr0, time_limit_min=time_min, datasets=data or None,
-                                device=device, workers=workers, text_encoder=encoder, workdir=work, verbose=True)
+    try:
+        encoder = PrecomputedTextEncoder.load(embeddings) if embeddings else None
+        build = build_tiny_detector(out, seed=seed, n_train=n_train, n_val=n_val, epochs=epochs, imgsz=imgsz,
+                                    batch=batch, lr0=lr0, time_limit_min=time_min, datasets=data or None,
+                                    device=device, workers=workers, text_encoder=encoder, workdir=work, verbose=True)
+    except (FileNotFoundError, ValueError, PerceptionError) as exc:  # bad input: say what, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     typer.echo(f"wrote {out} ({build.file_mb} MB, {build.epochs} epochs, {build.images}); "
                f"validation {build.metrics}")
 
