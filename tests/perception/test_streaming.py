@@ -153,6 +153,38 @@ def test_pipeline_survives_failing_frames_and_restarts_after_stop():
         assert published == [0, 4] * (round_ + 1)
 
 
+def test_a_worker_that_outlives_stop_ends_after_its_frame_and_never_runs_beside_the_next():
+    """stop(timeout=0) (rclpy's context shutdown) or a join that times out leaves the worker running its frame;
+    a start after that must not give the old worker new frames."""
+    release, busy = threading.Event(), threading.Event()
+    seen: list[tuple[str, int]] = []
+
+    def process(frame: int, overlap) -> int:
+        seen.append((threading.current_thread().ident, frame))
+        if frame == 0:
+            busy.set()
+            release.wait(5)
+        return frame
+
+    pipe, _ = _pipeline(process, lambda r: None)
+    pipe.start()
+    old = pipe._thread
+    pipe.offer(0)
+    assert busy.wait(5)
+    pipe.stop(timeout=0.0)  # the old worker is still inside frame 0
+    pipe.start()
+    for i in range(1, 4):
+        pipe.offer(i)
+        time.sleep(0.02)
+    release.set()
+    old.join(5)
+    assert not old.is_alive()
+    time.sleep(0.05)
+    pipe.stop()
+    assert [f for t, f in seen if t == old.ident] == [0]
+    assert [f for t, f in seen if t != old.ident][-1] == 3
+
+
 def test_stopping_an_idle_pipeline_returns_promptly():
     pipe, _ = _pipeline(lambda f, overlap: f, lambda r: None)
     pipe.start()

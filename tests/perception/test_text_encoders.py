@@ -76,3 +76,8 @@ def test_precomputed_encoder_replays_another_encoders_embeddings(offline_encoder
         PrecomputedTextEncoder.load(path)
     with pytest.raises(TextEncoderError, match="2 phrases but embeddings of shape"):
         PrecomputedTextEncoder("x", ["a", "b"], torch.zeros(3, 4))
+    with pytest.raises(TextEncoderError, match="once"):
+        PrecomputedTextEncoder("x", ["a", "a"], torch.zeros(2, 4))
+    torch.save({"id": "x", "phrases": ["a"], "embeddings": [[0.0]]}, str(path))  # a list, not a tensor
+    with pytest.raises(TextEncoderError, match="not a precomputed text-embedding file"):
+        PrecomputedTextEncoder.load(path)

@@ -100,8 +100,8 @@ class FramePipeline(Generic[T, R]):
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._frames.reopen()
-        self._thread = threading.Thread(target=self._work, name=f"{self._name}_worker", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(self._frames,), name=f"{self._name}_worker",
+                                        daemon=True)
         self._thread.start()
 
     def offer(self, frame: T, missed: int = 0) -> None:
@@ -117,8 +117,11 @@ class FramePipeline(Generic[T, R]):
         self._frames.close()
         self._thread.join(timeout)
         self._thread = None
+        # A fresh mailbox for the next `start`: a worker that outlived this (its join timed out, e.g. `timeout`
+        # 0) keeps the old, closed one and ends after its frame instead of running on beside the next worker.
+        self._frames = LatestFrame()
 
-    def _work(self) -> None:
+    def _work(self, frames: LatestFrame[T]) -> None:
         unsent: list[R] = []  # the last result, until the next frame's `overlap` or an idle moment sends it
 
         def send() -> None:
@@ -129,17 +132,17 @@ class FramePipeline(Generic[T, R]):
                     log.exception("%s: publishing a result failed", self._name)
 
         while True:
-            if not self._frames.waiting:
+            if not frames.waiting:
                 send()
-                if self._pump is not None and not self._frames.closed:
+                if self._pump is not None and not frames.closed:
                     try:
                         self._pump(0.1)
                     except Exception:
                         log.exception("%s: receiving failed", self._name)
                         time.sleep(0.1)
-            frame = self._frames.take(timeout=0.0 if self._pump is not None else 0.5)
+            frame = frames.take(timeout=0.0 if self._pump is not None else 0.5)
             if frame is None:
-                if self._frames.closed:
+                if frames.closed:
                     send()
                     return
                 continue

@@ -175,8 +175,11 @@ class PrecomputedTextEncoder:
     """
 
     def __init__(self, enc_id: str, phrases: Sequence[str], embeddings: torch.Tensor) -> None:
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(phrases):
-            raise TextEncoderError(f"{len(phrases)} phrases but embeddings of shape {tuple(embeddings.shape)}")
+        if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or embeddings.shape[0] != len(phrases):
+            shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+            raise TextEncoderError(f"{len(phrases)} phrases but embeddings of shape {shape}")
+        if len(set(phrases)) != len(phrases):
+            raise TextEncoderError("each phrase must appear once in a precomputed table")
         self.id = enc_id
         self.dim = int(embeddings.shape[1])
         self._rows = {p: i for i, p in enumerate(phrases)}
@@ -194,7 +197,8 @@ class PrecomputedTextEncoder:
         try:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
             return cls(str(data["id"]), list(data["phrases"]), data["embeddings"])
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        except (OSError, RuntimeError, KeyError, IndexError, TypeError, ValueError, AttributeError, EOFError,
+                pickle.UnpicklingError, TextEncoderError) as exc:
             raise TextEncoderError(f"{path} is not a precomputed text-embedding file: {exc}") from exc
 
     def encode(self, phrases: Sequence[str]) -> torch.Tensor:

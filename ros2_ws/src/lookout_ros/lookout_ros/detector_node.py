@@ -288,15 +288,19 @@ class DetectorNode(LifecycleNode):
     @property
     def input_subscriptions(self) -> list[Any]:
         """The image subscriptions (on the hidden input node while active): what `subscriptions` lacks."""
-        return list(self._input.node.subscriptions) if self._input is not None else []
+        inp = self._input
+        return list(inp.node.subscriptions) if inp is not None else []
 
+    # `_stop_streaming` may clear `_input` from another thread: read it once.
     def _pump(self, timeout: float) -> None:  # the pipeline's worker, idle
-        if self._input is not None:
-            self._input.receive(timeout)
+        inp = self._input
+        if inp is not None:
+            inp.receive(timeout)
 
     def _poll_input(self) -> None:  # the worker, while the GPU runs a frame
-        if self._input is not None:
-            self._input.take_ready()
+        inp = self._input
+        if inp is not None:
+            inp.take_ready()
 
     def _detect_frame(self, item: tuple[bytes, bool], overlap: Callable[[], None]) -> _Detected | None:
         """Worker thread: decode the newest frame and detect; a bad frame is counted and reported, not raised.
@@ -324,10 +328,9 @@ class DetectorNode(LifecycleNode):
     def _publish_result(self, done: _Detected) -> None:
         """Worker thread: the messages of one detected frame, in frame order."""
         header, result = done.header, done.result
-        stamp = Time.from_msg(header.stamp)
         latency_ms = None
-        if stamp.nanoseconds > 0:
-            latency_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
+        if header.stamp.sec >= 0 and (header.stamp.sec or header.stamp.nanosec):  # rclpy's Time refuses sec < 0
+            latency_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
         out = result_to_msg(result, header, latency_ms or 0.0)
         if self._det_pub is not None:
             self._det_pub.publish(out)
