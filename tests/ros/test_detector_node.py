@@ -229,6 +229,31 @@ def test_incompatible_qos_publisher_is_reported(ros_context, executor, model_pat
     assert "incompatible QoS on 'image'" in capfd.readouterr().err  # and it went to the log
 
 
+def test_incompatible_qos_is_reported_while_a_faster_camera_keeps_the_node_busy(ros_context, executor, model_path,
+                                                                                frames):
+    """The QoS event must not wait for an idle moment that a camera faster than the detector never gives."""
+    import rclpy
+    from sensor_msgs.msg import CompressedImage, Image
+
+    node = make_node(ros_context, model_path, image_qos="reliable", subscribe_compressed=True)
+    peer = rclpy.create_node("camera", context=ros_context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    cam = peer.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    msg = image_msg(peer, frames[0])
+    deadline = time.monotonic() + 20
+    while node.stats.frames_out < 3 and time.monotonic() < deadline:  # streaming, and busy
+        cam.publish(msg)
+        executor.spin_once(timeout_sec=0.001)
+    peer.create_publisher(CompressedImage, "image/compressed", qos_profile_sensor_data)  # best effort: incompatible
+    while not node.qos_warnings and time.monotonic() < deadline:
+        for _ in range(20):
+            cam.publish(msg)
+        executor.spin_once(timeout_sec=0.001)
+    assert node.qos_warnings and "image/compressed" in node.qos_warnings[0], "no warning while busy"
+    assert node.stats.frames_dropped > 0, "the camera did not outrun the detector: the test did not test that"
+
+
 def test_bad_frames_are_rejected_clearly_and_the_node_keeps_running(rig, executor, frames):
     from lookout_interfaces.msg import DetectionArray
     from sensor_msgs.msg import Image

@@ -415,6 +415,10 @@ class _ImageInput:
     Topic names are resolved by the detector node, so its remappings and namespace apply as usual.
     """
 
+    # QoS event callbacks run only when the executor spins, which `receive` does when no frame waits; with a
+    # camera faster than the detector that is never, so `take_ready` also spins once this often.
+    EVENTS_PERIOD_S = 1.0
+
     def __init__(self, owner: DetectorNode, qos: QoSProfile, compressed: bool) -> None:
         self.node = rclpy.create_node(
             f"_{owner.get_name()}_images", namespace=owner.get_namespace(), context=owner.context,
@@ -423,6 +427,7 @@ class _ImageInput:
         self.executor = SingleThreadedExecutor(context=owner.context)
         self.executor.add_node(self.node)
         self._gaps = SequenceGaps()
+        self._events_due = time.monotonic() + self.EVENTS_PERIOD_S
         offer = owner._pipeline.offer
         topics = [(Image, "image", False)] + ([(CompressedImage, "image/compressed", True)] if compressed else [])
         for msg_type, topic, is_compressed in topics:
@@ -443,6 +448,10 @@ class _ImageInput:
         """Take what has arrived, else wait up to `timeout` s for it (QoS event callbacks run there too)."""
         if self.take_ready():
             return
+        self._spin_once(timeout)
+
+    def _spin_once(self, timeout: float) -> None:
+        self._events_due = time.monotonic() + self.EVENTS_PERIOD_S
         try:
             self.executor.spin_once(timeout_sec=timeout)
         except (ExternalShutdownException, ShutdownException):  # the context is going: stop is on its way
@@ -461,6 +470,8 @@ class _ImageInput:
             if taken is not None:
                 sub.callback(*taken)
                 took = True
+        if took and time.monotonic() >= self._events_due:  # busy for a while: let QoS events through
+            self._spin_once(0.0)
         return took
 
     def close(self) -> None:
