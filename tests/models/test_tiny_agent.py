@@ -165,3 +165,25 @@ def test_adapter_step_hands_the_trainer_the_base_and_data_and_keeps_only_the_ada
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors|adapter_config.json"):
         build_adapter(broken_trainer, tmp_path / "base", tmp_path / "train.jsonl", tmp_path / "adapter2",
                       tmp_path / "work2", seed=5, steps=7, show_progress=False)
+
+
+def test_without_a_gpu_a_gpu_built_detector_is_kept_not_replaced_by_a_weaker_one(tmp_path: Path) -> None:
+    from lookout.models.registry import write_manifest
+    from lookout.models.tiny_build import detector_recipe
+
+    out = tmp_path / "tiny"
+    out.mkdir()
+    assert detector_recipe(out, cuda=False) == "cpu"  # nothing there yet
+    assert detector_recipe(out, cuda=True) == "gpu"
+    (out / "detector.pt").write_bytes(b"weights")
+    (out / "detector_build.json").write_text(json.dumps({"recipe": ["lookout sim render-dataset ..."]}))
+    write_manifest(out)
+    assert detector_recipe(out, cuda=False) == "keep"
+    assert detector_recipe(out, cuda=False, force_cpu=True) == "cpu"
+    (out / "detector.pt").write_bytes(b"changed")  # no longer what the manifest says: rebuild
+    assert detector_recipe(out, cuda=False) == "cpu"
+    write_manifest(out)
+    (out / "detector_build.json").write_text(json.dumps({"stages": []}))  # built by the CPU recipe: rebuild
+    assert detector_recipe(out, cuda=False) == "cpu"
+    # the committed folder keeps its GPU-built detector on a machine without CUDA
+    assert detector_recipe(tiny_dir(), cuda=False) == "keep"

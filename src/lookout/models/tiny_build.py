@@ -61,6 +61,24 @@ def _optional(module: str, attr: str) -> Callable[..., Any] | None:
         return None
 
 
+def detector_recipe(out: Path, *, cuda: bool, force_cpu: bool = False) -> str:
+    """'gpu' where CUDA is available; without it 'keep' a GPU-built detector that still matches `out`'s manifest
+    (rebuilding it on the CPU would replace it with a weaker one), else 'cpu'. `force_cpu` always trains here."""
+    from lookout.models.registry import ModelFileError, read_manifest, sha256_file
+
+    if force_cpu:
+        return "cpu"
+    if cuda:
+        return "gpu"
+    model, record, manifest = out / "detector.pt", out / "detector_build.json", out / MANIFEST_NAME
+    try:
+        built_on_gpu = "recipe" in json.loads(record.read_text())
+        intact = read_manifest(manifest).get("detector.pt") == sha256_file(model)
+    except (OSError, ValueError, ModelFileError):
+        return "cpu"
+    return "keep" if built_on_gpu and intact else "cpu"
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -68,7 +86,7 @@ def folder_bytes(folder: Path) -> int:
 def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: str | Path | None = None,
                steps: int | None = None, dataset_sizes: dict[str, int] | None = None, adapter: bool = True,
                detector: bool = True, show_progress: bool = True, log: Callable[[str], None] = print,
-               config: Any = None) -> BuildResult:
+               config: Any = None, detector_cpu: bool = False) -> BuildResult:
     """Rebuild the tiny models into `out_dir` (default models/tiny) from `seed` (`config`: a TinyAgentConfig)."""
     import torch
 
@@ -131,14 +149,19 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     if build_detector is None:
         step("detector", t0, "no tiny detector builder (lookout.perception.tiny_detector) yet" if detector
              else "--no-detector", status="skipped")
-    elif torch.cuda.is_available():  # the committed detector's recipe; minutes on a GPU
-        from lookout.perception.tiny_detector import build_tiny_detector_gpu
+    else:
+        recipe = detector_recipe(out, cuda=torch.cuda.is_available(), force_cpu=detector_cpu)
+        if recipe == "gpu":  # the committed detector's recipe; minutes on a GPU
+            from lookout.perception.tiny_detector import build_tiny_detector_gpu
 
-        build_tiny_detector_gpu(out / "detector.pt", seed=seed)
-        step("detector", t0, f"{out / 'detector.pt'} (GPU recipe)")
-    else:  # without a GPU, the CPU stages: an hour on 2 cores, mAP50 0.70 instead of 0.92
-        build_detector(out / "detector.pt", seed=seed)
-        step("detector", t0, f"{out / 'detector.pt'} (CPU recipe: no GPU here)")
+            build_tiny_detector_gpu(out / "detector.pt", seed=seed)
+            step("detector", t0, f"{out / 'detector.pt'} (GPU recipe)")
+        elif recipe == "keep":
+            step("detector", t0, f"kept {out / 'detector.pt'}: built by the GPU recipe (detector_build.json), which "
+                 "needs CUDA; --detector-cpu trains the weaker CPU recipe here instead", status="kept")
+        else:  # without a GPU, the CPU stages: an hour on 2 cores, mAP50 0.70 instead of 0.92
+            build_detector(out / "detector.pt", seed=seed)
+            step("detector", t0, f"{out / 'detector.pt'} (CPU recipe: mAP50 about 0.70, the GPU recipe's 0.92)")
 
     build = {
         "command": build_command(seed, steps, sizes),
@@ -251,8 +274,9 @@ def readme(build: dict[str, Any]) -> str:
         f"({build['tokenizer_tokens']} tokens) with Llama 3's special tokens and chat template |",
         f"| agent-adapter/ | QLoRA adapter from `lookout train` on the 4-bit base: {build['agent_adapter']['status']} |",
         "| detector.pt | tiny YOLO-World detector (yolov8n-worldv2, input 256) with the offline text encoder: the "
-        "GPU recipe where CUDA is available (`tiny_detector.GPU_RECIPE`: 8000 rendered images, minutes), else the "
-        "CPU stages; the recipe's commands, settings and held-out mAP in detector_build.json |",
+        "GPU recipe where CUDA is available (`tiny_detector.GPU_RECIPE`: 8000 rendered images, minutes); without CUDA a "
+        "GPU-built file is kept, or `--detector-cpu` trains the CPU stages; the recipe's commands, settings and "
+        "held-out mAP in detector_build.json |",
         "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
         "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
         "",
