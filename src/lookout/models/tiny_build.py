@@ -64,19 +64,19 @@ def _optional(module: str, attr: str) -> Callable[..., Any] | None:
 def detector_recipe(out: Path, *, cuda: bool, force_cpu: bool = False) -> str:
     """'gpu' where CUDA is available; without it 'keep' a GPU-built detector that still matches `out`'s manifest
     (rebuilding it on the CPU would replace it with a weaker one), else 'cpu'. `force_cpu` always trains here."""
-    from lookout.models.registry import ModelFileError, read_manifest, sha256_file
+    from lookout.models.registry import verify_against_manifest
 
     if force_cpu:
         return "cpu"
     if cuda:
         return "gpu"
-    model, record, manifest = out / "detector.pt", out / "detector_build.json", out / MANIFEST_NAME
     try:
-        built_on_gpu = "recipe" in json.loads(record.read_text())
-        intact = read_manifest(manifest).get("detector.pt") == sha256_file(model)
-    except (OSError, ValueError, ModelFileError):
+        if "recipe" not in json.loads((out / "detector_build.json").read_text()):
+            return "cpu"  # built by the CPU stages
+        verify_against_manifest(out / "detector.pt", out / MANIFEST_NAME, "make models", out)
+    except (OSError, ValueError):  # missing or changed (ModelFileError is an OSError), or no record
         return "cpu"
-    return "keep" if built_on_gpu and intact else "cpu"
+    return "keep"
 
 
 def folder_bytes(folder: Path) -> int:

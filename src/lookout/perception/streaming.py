@@ -110,8 +110,8 @@ class FramePipeline(Generic[T, R]):
         self._stats.frame_in(dropped=int(self._frames.put(frame)) + missed)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Drop the waiting frame, finish the one being processed and publish it, join the worker (`timeout` 0:
-        only tell it to stop)."""
+        """Take no more frames; the worker finishes the frame it has (and one already waiting), publishes them
+        and ends. Joins it (`timeout` 0: only tell it to stop)."""
         if self._thread is None:
             return
         self._frames.close()

@@ -209,8 +209,9 @@ def build_tiny_detector(
             _remove_stale_text_caches(root)
         t_rendered = time.perf_counter()
 
-        encoder = text_encoder if text_encoder is not None else OfflineTextEncoder(dim=512, seed=0)
-        if encoder.id != OfflineTextEncoder(dim=512, seed=0).id:
+        offline = OfflineTextEncoder(dim=512, seed=0)  # loads MiniLM only when it encodes
+        encoder = text_encoder if text_encoder is not None else offline
+        if encoder.id != offline.id:
             raise ValueError(f"the tiny detector is trained with the offline encoder's embeddings, not {encoder.id}")
         if init_weights is not None:
             yolo = _continue_from(Path(init_weights), encoder, summary.names)
@@ -288,9 +289,7 @@ def build_tiny_detector_gpu(out_path: str | Path, seed: int = 0, *, recipe: GpuR
 
 def combine_datasets(roots: Sequence[Path], out: Path) -> Any:
     """One dataset of links to several rendered ones (Ultralytics' world trainer reads one train folder)."""
-    import yaml
-
-    from lookout.sim.dataset import DatasetSummary
+    from lookout.sim.dataset import DatasetSummary, read_class_names, write_data_yaml
 
     if not roots:
         raise ValueError("no dataset folders given")
@@ -298,9 +297,7 @@ def combine_datasets(roots: Sequence[Path], out: Path) -> Any:
                              boxes={"train": 0, "val": 0}, scenes={"train": [], "val": []})
     for k, root in enumerate(roots):
         root = root.resolve()
-        if not (root / "data.yaml").is_file():
-            raise FileNotFoundError(f"{root} has no data.yaml: render it with `lookout sim render-dataset`")
-        names = [str(v) for _, v in sorted(yaml.safe_load((root / "data.yaml").read_text())["names"].items())]
+        names = read_class_names(root)
         if summary.names and names != summary.names:
             raise ValueError(f"{root} has other classes than {roots[0]}: datasets must share class indices")
         summary.names = names
@@ -315,9 +312,7 @@ def combine_datasets(roots: Sequence[Path], out: Path) -> Any:
                 summary.boxes[split] += len(label.read_text().splitlines())
     if not summary.images["train"] or not summary.images["val"]:
         raise ValueError(f"the datasets need train and val images, got {summary.images}")
-    summary.data_yaml.write_text(yaml.safe_dump({"path": str(out.resolve()), "train": "images/train",
-                                                 "val": "images/val", "names": dict(enumerate(summary.names))},
-                                                sort_keys=False))
+    write_data_yaml(out, summary.names)
     return summary
 
 

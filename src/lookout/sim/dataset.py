@@ -43,6 +43,22 @@ def class_names(config: SimConfig) -> list[str]:
     return [f"{c} {s}" for c in config.objects.colors for s in config.objects.shapes]
 
 
+def write_data_yaml(root: Path, names: list[str]) -> Path:
+    """ROOT/data.yaml as Ultralytics reads it: the folder, its train/val image folders, the class names."""
+    path = root / "data.yaml"
+    path.write_text(yaml.safe_dump({"path": str(root.resolve()), "train": "images/train", "val": "images/val",
+                                    "names": dict(enumerate(names))}, sort_keys=False))
+    return path
+
+
+def read_class_names(root: Path) -> list[str]:
+    """The class names of a dataset folder, in index order (FileNotFoundError when it is not one)."""
+    path = root / "data.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} has no data.yaml: render it with `lookout sim render-dataset`")
+    return [str(v) for _, v in sorted(yaml.safe_load(path.read_text())["names"].items())]
+
+
 def split_scenes(n_images: int, images_per_scene: int, val_fraction: float, seed: int
                  ) -> tuple[list[int], list[int]]:
     """Distinct scene seeds for train and val (val scenes never appear in train)."""
@@ -158,9 +174,7 @@ def render_dataset(out: str | Path, n: int, seed: int = 0, config: SimConfig | N
         if bar is not None and hasattr(bar, "close"):
             bar.close()
 
-    data = {"path": str(root), "train": "images/train", "val": "images/val",
-            "names": dict(enumerate(names))}
-    summary.data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_data_yaml(root, names)
     (root / "scenes.json").write_text(json.dumps(
         {"seed": seed, "images_per_scene": images_per_scene, "scenes": summary.scenes,
          "images": summary.images, "boxes": summary.boxes,
