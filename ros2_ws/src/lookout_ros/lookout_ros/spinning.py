@@ -46,10 +46,20 @@ class NodeSpinner:
             else:
                 self.shared.add_node(node)
         self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def _spin(self, executor: Any) -> None:
+        try:
+            executor.spin()
+        except RuntimeError:
+            # rclpy's MultiThreadedExecutor.shutdown closes its thread pool while its spin thread may still hand
+            # one last callback to it ("cannot schedule new futures after shutdown"): expected only then.
+            if not self._stopping:
+                raise
 
     def _start(self, executors: list[Any]) -> None:
         for executor in executors:
-            thread = threading.Thread(target=executor.spin, name="node_spinner", daemon=True)
+            thread = threading.Thread(target=self._spin, args=(executor,), name="node_spinner", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -61,6 +71,7 @@ class NodeSpinner:
         self.shared.spin()
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        self._stopping = True
         for executor in [*self.own, self.shared]:
             executor.shutdown()
         for thread in self._threads:
