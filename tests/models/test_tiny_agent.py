@@ -106,7 +106,7 @@ def test_training_from_scratch_learns(tokenizer, small_data) -> None:
 
 def test_build_writes_models_manifest_and_readme(tmp_path: Path) -> None:
     out = tmp_path / "tiny"
-    small = TinyAgentConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, batch_size=8)
+    small = TinyAgentConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, batch_size=8, threads=1)
     result = build_tiny(out, seed=3, work_dir=tmp_path / "work", steps=3, adapter=False, detector=False,
                         dataset_sizes={"train": 120, "val": 10, "test": 20}, show_progress=False, log=lambda _: None,
                         config=small)
@@ -141,18 +141,21 @@ def test_adapter_step_hands_the_trainer_the_base_and_data_and_keeps_only_the_ada
     from lookout.models.tiny_build import build_adapter
 
     calls = {}
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"messages": [], "n": i}) + "\n" for i in range(5)))
 
     def fake_trainer(base, data, out, cfg):
-        calls.update(base=base, data=data, cfg=cfg)
+        calls.update(base=base, data=data, cfg=cfg, rows=[json.loads(x)["n"] for x in Path(data).read_text().splitlines()])
         out.mkdir(parents=True)
         (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/abs/build/base"}))
         (out / "adapter_model.safetensors").write_bytes(b"lora")
         (out / "checkpoint-1").mkdir()
         return {"metrics": {"final_loss": 0.5}}
 
-    info = build_adapter(fake_trainer, tmp_path / "base", tmp_path / "train.jsonl", tmp_path / "adapter",
-                         tmp_path / "work", seed=5, steps=7, show_progress=False)
+    info = build_adapter(fake_trainer, tmp_path / "base", train, tmp_path / "adapter",
+                         tmp_path / "work", seed=5, steps=7, show_progress=False, conversations=3)
     assert calls["base"] == tmp_path / "base" and calls["cfg"].max_steps == 7 and calls["cfg"].load_in_4bit
+    assert calls["rows"] == [0, 1, 2]  # the first `conversations` rows of the train split, in order
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json",
                                                                        "adapter_model.safetensors"]
     assert info["status"] == "done" and info["final_loss"] == 0.5
@@ -163,7 +166,7 @@ def test_adapter_step_hands_the_trainer_the_base_and_data_and_keeps_only_the_ada
         return {}
 
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors|adapter_config.json"):
-        build_adapter(broken_trainer, tmp_path / "base", tmp_path / "train.jsonl", tmp_path / "adapter2",
+        build_adapter(broken_trainer, tmp_path / "base", train, tmp_path / "adapter2",
                       tmp_path / "work2", seed=5, steps=7, show_progress=False)
 
 
@@ -187,3 +190,17 @@ def test_without_a_gpu_a_gpu_built_detector_is_kept_not_replaced_by_a_weaker_one
     assert detector_recipe(out, cuda=False) == "cpu"
     # the committed folder keeps its GPU-built detector on a machine without CUDA
     assert detector_recipe(tiny_dir(), cuda=False) == "keep"
+
+
+def test_recipe_sweep_reads_recipes_as_config_overrides() -> None:
+    import importlib.util
+
+    from lookout.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("tiny_agent_recipes", repo_root() / "bench" / "tiny_agent_recipes.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep.parse_recipe("h128:hidden_size=128,lr=0.004,device=cpu") == (
+        "h128", {"hidden_size": 128, "lr": 0.004, "device": "cpu"})
+    with pytest.raises(SystemExit, match="unknown setting 'width'"):
+        sweep.parse_recipe("x:width=3")

@@ -91,6 +91,24 @@ def test_packing_fills_rows_restarts_positions_and_keeps_every_token(tokenizer, 
     assert sum(count_label_tokens(p["labels"]) for p in packed) == sum(count_label_tokens(r["labels"]) for r in rows)
 
 
+def test_packing_is_first_fit_decreasing_and_refuses_overlong_rows() -> None:
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 100) for _ in range(500)]
+    rows = [{"input_ids": [k] * n, "labels": [k] * n, "position_ids": list(range(n))} for k, n in enumerate(lengths)]
+    bins: list[list[int]] = []  # the plain quadratic first-fit-decreasing, as reference
+    for i in sorted(range(len(rows)), key=lambda i: (-lengths[i], i)):
+        fit = next((b for b in bins if sum(lengths[j] for j in b) + lengths[i] <= 128), None)
+        if fit is None:
+            bins.append(fit := [])
+        fit.append(i)
+    packed = pack_rows(rows, 128)
+    assert [list(dict.fromkeys(p["input_ids"])) for p in packed] == bins
+    with pytest.raises(ValueError, match="more than max_seq_length 99"):
+        pack_rows(rows, 99)
+
+
 def test_build_rows_truncates_long_conversations_and_counts(tokenizer, conversations):
     rows, stats = build_rows(tokenizer, conversations, max_seq_length=48, pack=False)
     assert stats.conversations == 4 and stats.truncated >= 1

@@ -32,15 +32,16 @@ class TinyAgentConfig:
     num_key_value_heads: int = 2
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
-    steps: int = 8000
-    batch_size: int = 32
+    steps: int = 6000
+    batch_size: int = 64
     lr: float = 6e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 60
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
-    threads: int = 1  # small matmuls: a second thread gains little, and loses badly on a busy machine
+    threads: int = 2  # the 2-core machine: 1.5x one thread's speed, when nothing else runs beside it
+    device: str = "cpu"  # or "cuda": the same recipe in minutes (bench/tiny_agent_recipes.py, make models on a GPU)
 
     def llama_config(self, tokenizer: Any) -> Any:
         from transformers import LlamaConfig
@@ -145,11 +146,12 @@ def prefix_shared_loss(model: Any, prefix: Any, ids: Any, labels: Any) -> Any:
     import torch
     import torch.nn.functional as F
 
+    prefix, ids, labels = (t.to(model.device) for t in (prefix, ids, labels))
     out = model.model(input_ids=prefix, use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(ids.shape[0])
     p = prefix.shape[1]
-    positions = torch.arange(p, p + ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
+    positions = torch.arange(p, p + ids.shape[1], device=ids.device).unsqueeze(0).expand(ids.shape[0], -1)
     hidden = model.model(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True).last_hidden_state
     # hidden[:, t] predicts ids[:, t + 1]; the first rest token (a header) is never labelled.
     target = labels[:, 1:]
@@ -181,19 +183,19 @@ def teacher_forced_exact(model: Any, data: EncodedRows, pad_id: int, batch_size:
 
     was_training = model.training
     model.eval()
-    prefix = torch.tensor(data.prefix).unsqueeze(0)
+    prefix = torch.tensor(data.prefix, device=model.device).unsqueeze(0)
     ok = total = 0
     with torch.no_grad():
         for start in range(0, len(data.rest), batch_size):
             index = list(range(start, min(start + batch_size, len(data.rest))))
-            ids, labels = collate(data, index, pad_id)
+            ids, labels = (t.to(model.device) for t in collate(data, index, pad_id))
             cache = model.model(input_ids=prefix, use_cache=True).past_key_values
             cache.batch_repeat_interleave(len(index))
             p = prefix.shape[1]
-            positions = torch.arange(p, p + ids.shape[1]).unsqueeze(0).expand(len(index), -1)
+            positions = torch.arange(p, p + ids.shape[1], device=ids.device).unsqueeze(0).expand(len(index), -1)
             hidden = model.model(input_ids=ids, past_key_values=cache, position_ids=positions).last_hidden_state
-            right = model.lm_head(hidden[:, :-1]).argmax(-1) == labels[:, 1:]
-            labelled = labels[:, 1:] != IGNORE_INDEX
+            right = (model.lm_head(hidden[:, :-1]).argmax(-1) == labels[:, 1:]).cpu()
+            labelled = (labels[:, 1:] != IGNORE_INDEX).cpu()
             for r in range(len(index)):
                 # each run of labelled positions is one assistant turn
                 runs = torch.diff(labelled[r].int(), prepend=torch.zeros(1, dtype=torch.int))
@@ -251,7 +253,7 @@ def _train(rows: list[dict[str, Any]], tokenizer: Any, cfg: TinyAgentConfig, sho
     data = encode_rows(tokenizer, rows)
     val = encode_rows(tokenizer, val_rows) if val_rows else None
     val_exact: list[tuple[int, float]] = []
-    model = LlamaForCausalLM(cfg.llama_config(tokenizer))
+    model = LlamaForCausalLM(cfg.llama_config(tokenizer)).to(cfg.device)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -284,7 +286,7 @@ def _train(rows: list[dict[str, Any]], tokenizer: Any, cfg: TinyAgentConfig, sho
                 log(f"step {step + 1}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, "
                     f"val teacher-forced exact {val_exact[-1][1]:.3f}, {time.perf_counter() - start:.0f} s")
     seconds = time.perf_counter() - start
-    model.eval()
+    model.eval().to("cpu")
     n_params = sum(p.numel() for p in model.parameters())
     stats = TrainStats(cfg.steps, seconds, tokens / seconds, sum(losses[-20:]) / len(losses[-20:]), losses,
                        n_params, asdict(cfg), val_exact)

@@ -86,8 +86,11 @@ def folder_bytes(folder: Path) -> int:
 def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: str | Path | None = None,
                steps: int | None = None, dataset_sizes: dict[str, int] | None = None, adapter: bool = True,
                detector: bool = True, show_progress: bool = True, log: Callable[[str], None] = print,
-               config: Any = None, detector_cpu: bool = False) -> BuildResult:
-    """Rebuild the tiny models into `out_dir` (default models/tiny) from `seed` (`config`: a TinyAgentConfig)."""
+               config: Any = None, detector_cpu: bool = False, device: str = "auto") -> BuildResult:
+    """Rebuild the tiny models into `out_dir` (default models/tiny) from `seed` (`config`: a TinyAgentConfig).
+
+    `device` trains the agent base there; "auto" is CUDA when available, else the CPU.
+    """
     import torch
 
     from lookout.agent.capabilities import Capabilities
@@ -102,6 +105,7 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     sizes = {**DATASET_SIZES, **(dataset_sizes or {})}
     cfg = config or TinyAgentConfig()
     cfg.seed = seed
+    cfg.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if steps:
         cfg.steps = steps
     caps = Capabilities.default()
@@ -131,7 +135,8 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     save_agent_base(model, tokenizer, base_dir)
     step("agent-base", t0, f"{stats.n_params / 1e6:.2f} M parameters, {stats.steps} steps, final loss "
          f"{stats.final_loss:.4f}, val teacher-forced exact {stats.val_exact[-1][1]:.3f}, "
-         f"{stats.tokens_per_s:.0f} tokens/s, torch threads {cfg.threads}")
+         f"{stats.tokens_per_s:.0f} tokens/s on {cfg.device}"
+         + (f", torch threads {cfg.threads}" if cfg.device == "cpu" else ""))
 
     adapter_info: dict[str, Any] = {"status": "skipped"}
     t0 = time.perf_counter()
@@ -175,7 +180,7 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
                        "val_teacher_forced_exact": [[s, round(v, 4)] for s, v in stats.val_exact]},
         "agent_adapter": {k: v for k, v in adapter_info.items() if k != "detail"},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()
-                    or platform.machine(), "torch_threads": cfg.threads},
+                    or platform.machine(), "torch_threads": cfg.threads, "agent_base_device": _device_name(cfg.device)},
         "steps": [asdict(s) for s in result.steps],
         "total_seconds": round(time.perf_counter() - t_all, 1),
     }
@@ -193,14 +198,19 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
 
 
 ADAPTER_STEPS = 60
+# 60 steps x 8 packed rows use about 1,300 conversations: tokenizing and packing all 96,000 for the
+# trainer took minutes (most of this step) for rows it never reached.
+ADAPTER_CONVERSATIONS = 2000
 
 
 def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, adapter_dir: Path, work: Path,
-                  seed: int, steps: int = ADAPTER_STEPS, show_progress: bool = True) -> dict[str, Any]:
+                  seed: int, steps: int = ADAPTER_STEPS, show_progress: bool = True,
+                  conversations: int = ADAPTER_CONVERSATIONS) -> dict[str, Any]:
     """QLoRA adapter on the 4-bit tiny base with the project's trainer (`lookout train`), a short CPU run.
 
-    The base already plans; the adapter is trained on the same data on top of the NF4-quantised
-    weights, so it learns back what 4-bit rounding costs, through the same path real adapters take.
+    The base already plans; the adapter is trained on the same data (its first
+    ADAPTER_CONVERSATIONS rows) on top of the NF4-quantised weights, so it learns back what 4-bit
+    rounding costs, through the same path real adapters take.
     """
     from lookout.train.config import TrainConfig
 
@@ -210,7 +220,12 @@ def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, ada
     run_dir = work / "adapter-run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    summary = run(base_dir, train_file, run_dir, cfg)
+    work.mkdir(parents=True, exist_ok=True)
+    subset = work / "adapter-train.jsonl"
+    with train_file.open(encoding="utf-8") as src, subset.open("w", encoding="utf-8") as dst:
+        for _, line in zip(range(conversations), src, strict=False):
+            dst.write(line)
+    summary = run(base_dir, subset, run_dir, cfg)
     if adapter_dir.exists():
         shutil.rmtree(adapter_dir)
     adapter_dir.mkdir(parents=True)
@@ -220,8 +235,8 @@ def build_adapter(run: Callable[..., Any], base_dir: Path, train_file: Path, ada
         shutil.copy2(run_dir / name, adapter_dir / name)
     _point_adapter_at(adapter_dir, base_dir)
     final = summary.get("metrics", {}).get("final_loss") if isinstance(summary, dict) else None
-    return {"status": "done", "detail": f"{steps} steps, final loss {final}", "max_steps": steps,
-            "final_loss": final}
+    return {"status": "done", "detail": f"{steps} steps on {conversations} conversations, final loss {final}",
+            "max_steps": steps, "conversations": conversations, "final_loss": final}
 
 
 def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
@@ -234,6 +249,12 @@ def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
     except ValueError:
         config["base_model_name_or_path"] = base.name
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
 def _sha(path: Path) -> str:
@@ -280,9 +301,14 @@ def readme(build: dict[str, Any]) -> str:
         "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
         "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
         "",
+        "Without a GPU, `make models` keeps a GPU-built detector.pt while it matches the manifest; `--detector-cpu`",
+        "trains the CPU stages instead (mAP50 about 0.70 instead of 0.92, about an hour). How the committed one was",
+        "made (rendered datasets, class embeddings, training command) is under `recipe` in detector_build.json.",
+        "",
         f"Dataset: seed {build['seed']}, rows {build['dataset_sizes']} (`lookout data generate`).",
         f"Last build: {build['total_seconds']} s on {build['machine']['cpu']} with torch "
-        f"{build['machine']['torch']} ({build['machine']['torch_threads']} threads); final train loss "
+        f"{build['machine']['torch']} ({build['machine']['torch_threads']} threads; agent base trained on "
+        f"{build['machine'].get('agent_base_device', 'cpu')}); final train loss "
         f"{base['final_loss']}.",
         "",
         "Weights depend on the floating-point order of the machine's kernels, so a rebuild elsewhere gives",
