@@ -146,7 +146,6 @@ def prefix_shared_loss(model: Any, prefix: Any, ids: Any, labels: Any) -> Any:
     import torch
     import torch.nn.functional as F
 
-    prefix, ids, labels = (t.to(model.device) for t in (prefix, ids, labels))
     out = model.model(input_ids=prefix, use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(ids.shape[0])
@@ -259,14 +258,14 @@ def _train(rows: list[dict[str, Any]], tokenizer: Any, cfg: TinyAgentConfig, sho
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    prefix = torch.tensor(data.prefix).unsqueeze(0)
+    prefix = torch.tensor(data.prefix, device=cfg.device).unsqueeze(0)
     stream = batches(data, cfg.batch_size, cfg.seed)
     losses: list[float] = []
     tokens = 0
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="training tiny agent", unit="step", disable=not show_progress)
     for step in bar:
-        ids, labels = collate(data, next(stream), tokenizer.pad_token_id)
+        ids, labels = (t.to(cfg.device) for t in collate(data, next(stream), tokenizer.pad_token_id))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss = prefix_shared_loss(model, prefix, ids, labels)

@@ -295,8 +295,7 @@ def readme(build: dict[str, Any]) -> str:
         f"({build['tokenizer_tokens']} tokens) with Llama 3's special tokens and chat template |",
         f"| agent-adapter/ | QLoRA adapter from `lookout train` on the 4-bit base: {build['agent_adapter']['status']} |",
         "| detector.pt | tiny YOLO-World detector (yolov8n-worldv2, input 256) with the offline text encoder: the "
-        "GPU recipe where CUDA is available (`tiny_detector.GPU_RECIPE`: 8000 rendered images, minutes); without CUDA a "
-        "GPU-built file is kept, or `--detector-cpu` trains the CPU stages; the recipe's commands, settings and "
+        "GPU recipe where CUDA is available (`tiny_detector.GPU_RECIPE`: 8000 rendered images, minutes); settings and "
         "held-out mAP in detector_build.json |",
         "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
         "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
