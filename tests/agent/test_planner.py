@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from lookout.agent.capabilities import Capabilities
+from lookout.agent.capabilities import MOTION_ACTIONS, Capabilities
 from lookout.agent.config import ModelConfig
 from lookout.agent.decoding import HFDecoder, StaticLlamaDecoder
 from lookout.agent.dialogue import Turn
 from lookout.agent.grounding import grounded_candidates, ungrounded_phrases
 from lookout.agent.plan import parse_plan
-from lookout.agent.planner import FAILED_REPLY, ModelNotFoundError, Planner
+from lookout.agent.planner import FAILED_REPLY, UNSURE_REPLY, ModelNotFoundError, Planner
 
 from .conftest import planner_config
 from .tiny_models import SCRIPT
@@ -219,3 +220,43 @@ def test_a_plan_for_an_object_nobody_named_becomes_a_question(scripted_planner, 
                   model=scripted_planner.model, tokenizer=scripted_planner.tokenizer)
     monkeypatch.setattr(lax, "decode_text", lambda ids: ball)
     assert lax.plan("um").plan.phrases == ["ball"]
+
+
+def test_masked_choice_gives_the_greedy_token_and_its_probability_among_the_allowed():
+    from lookout.agent.decoding import masked_choice
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])
+    shifts = torch.arange(32, dtype=torch.int32)
+    token, prob = masked_choice(logits, torch.tensor([[(1 << 1) | (1 << 2)]], dtype=torch.int32), shifts).tolist()
+    assert token == 2 and prob == pytest.approx(math.exp(2) / (math.exp(1) + math.exp(2)))
+    token, prob = masked_choice(logits, None, shifts).tolist()
+    assert token == 4 and prob == pytest.approx(torch.softmax(logits, -1)[0, 4].item())
+    token, prob = masked_choice(logits, torch.tensor([[1 << 3]], dtype=torch.int32), shifts).tolist()
+    assert token == 3 and prob == pytest.approx(1.0)  # the grammar left one choice: no doubt
+
+
+def test_an_unsure_plan_that_would_move_the_robot_becomes_a_question(scripted_planner, caps):
+    """A plan that would drive or rotate the robot with a confidence under model.min_plan_confidence becomes
+    a declined question (the model's plan kept for the logs); at the threshold it is kept; plans that
+    leave the robot still are never held back; the check is off by default."""
+    def planner(threshold: float) -> Planner:
+        return Planner(scripted_planner.cfg.model_copy(update={"min_plan_confidence": threshold}), caps,
+                       model=scripted_planner.model, tokenizer=scripted_planner.tokenizer)
+
+    assert scripted_planner.cfg.min_plan_confidence == 0.0
+    strict = planner(1.0)
+    for command in ("turn left 90 degrees", "move forward 1 meter", "find the red cup"):
+        free = scripted_planner.plan(command)
+        assert free.ok and not free.unsure and MOTION_ACTIONS & set(free.plan.actions)
+        assert 0.0 < free.confidence < 1.0, free.confidence
+        kept = planner(free.confidence).plan(command)
+        assert not kept.unsure and kept.plan == free.plan
+        asked = planner(min(1.0, free.confidence * 1.0001)).plan(command)
+        assert asked.unsure and asked.plan.declined and not asked.plan.steps and asked.reply == UNSURE_REPLY
+        assert asked.confidence == free.confidence
+        assert parse_plan(asked.first_raw_text, caps) == free.plan
+    for command in ("do you see a blue box?", "pick up the red cup", "wait here for a long time"):
+        free = scripted_planner.plan(command)
+        assert not MOTION_ACTIONS & set(free.plan.actions)
+        still = strict.plan(command)
+        assert not still.unsure and still.plan == free.plan

@@ -17,7 +17,7 @@ from lookout.agent.plan import parse_plan
 from lookout.agent.prompt import system_prompt
 from lookout.train import vocab
 from lookout.train.data_gen import SPLITS, generate_dataset, heldout_templates, load_rows, words_of
-from lookout.train.phrasings import FIXED_TURNS_HELDOUT, POOLS
+from lookout.train.phrasings import FIXED_TURNS, FIXED_TURNS_HELDOUT, POOLS
 
 SIZES = {"train": 2500, "val": 200, "test": 500}
 DECLINE_CATEGORIES = {"pickup", "open", "climb", "fly", "unknown", "shell", "inject", "harm", "unclear", "speed",
@@ -32,6 +32,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, l
 
 
 CAPS = Capabilities.default()
+MAIN_POOLS = ["search", "goto", "goto_distance", "fetch", "turn_left", "turn_right", "move_forward", "move_back",
+              "wait", "report", "come_back", "stop", "colour_swap", "opener", "connector"]
 
 
 def _assistant_plans(row: dict) -> list:
@@ -106,21 +108,25 @@ def test_heldout_phrasings_are_test_only_and_made_of_training_words(dataset) -> 
     test_used = {t for r in rows["test"] for t in r["meta"]["templates"]}
     assert len(test_used & held_ids) > 0.6 * len(held_ids)
     train_words = set().union(*(words_of(t) for t in _user_texts(rows["train"])))
+    # A small sample may not draw every rare pool's every template (the full dataset does), so the
+    # rare pools are checked against their training templates, the main pools against the rows.
+    template_words = set().union(*(words_of(re.sub(r"\{\w+\}", " ", t)) for pool in POOLS.values()
+                                   for t in pool.train))
+    template_words |= set().union(*(words_of(t) for t in set(FIXED_TURNS) - FIXED_TURNS_HELDOUT))
     for name, templates in heldout_templates().items():
         if name == "unclear":  # gibberish and foreign words: not understanding them is the point
             continue
+        known = train_words if name in MAIN_POOLS else template_words
         for template in templates:
             words = words_of(re.sub(r"\{\w+\}", " ", template))
-            missing = words - train_words
+            missing = words - known
             assert not missing, f"held-out phrasing {name}: {template!r} uses words never seen in train: {missing}"
 
 
 def test_every_training_phrasing_is_used_in_train(dataset) -> None:
     _, rows = dataset
     used = Counter(t for r in rows["train"] for t in r["meta"]["templates"])
-    main_pools = ["search", "goto", "goto_distance", "fetch", "turn_left", "turn_right", "move_forward", "move_back",
-                  "wait", "report", "come_back", "stop", "colour_swap", "opener", "connector"]
-    for name in main_pools:
+    for name in MAIN_POOLS:
         for template in POOLS[name].train:
             assert used[POOLS[name].template_id(template)] >= 1, f"{name}: {template!r} never used in train"
 
@@ -333,3 +339,16 @@ def test_cli_generate_writes_splits_and_card(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "d" / "train.jsonl").read_text().splitlines()) == 40
     assert "Held-out colour-object pairs" in (tmp_path / "d" / "README.md").read_text()
+
+
+def test_noise_is_never_a_command_nor_a_heldout_example() -> None:
+    from lookout.train.data_gen import PROTECTED_WORDS, Sampler
+
+    command_words = PROTECTED_WORDS | {w for name, pool in POOLS.items() if name != "unclear"
+                                       for t in pool.train + pool.heldout for w in words_of(t)}
+    sampler = Sampler(CAPS, "train", 0, [])
+    texts = [sampler.noise() for _ in range(2000)]
+    assert len(set(texts)) > 1500, "noise should be varied"
+    for text in texts:
+        assert not words_of(text) & command_words, text
+        assert "zxc" not in text and "bnm" not in text  # the held-out "zxcv bnm" stays unseen

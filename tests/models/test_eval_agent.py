@@ -103,6 +103,26 @@ def test_evaluate_scores_the_agents_answer_and_the_model_alone() -> None:
     assert g["model_alone_exact"] == 1 and g["ungrounded_model_plans_that_were_right"] == 0 and g["stop_cases"] == 0
 
 
+def test_confidence_table_counts_what_each_threshold_withholds_and_catches() -> None:
+    red = _plan(**GO_RED).to_json()
+    blue = red.replace("red", "blue")
+    wait = _plan(reply="Waiting 2 s.", phrases=[], steps=[{"action": "wait", "seconds": 2.0}]).to_json()
+    rows = [_row("a", [("go to the red ball", red)]), _row("b", [("go to the blue ball", blue)]),
+            _row("c", [("go to the red ball", red)]), _row("d", [("wait 3 s", wait.replace("2", "3"))])]
+    answers = iter([(red, 0.95), (red, 0.25), (red, 0.15), (wait, 0.01)])  # right, wrong, right, wrong but still
+
+    def fake_planner(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
+        answer, fake_planner.last_confidence = next(answers)
+        return answer, ""
+
+    table = {r["threshold"]: r for r in evaluate(fake_planner, rows, CAPS, show_progress=False).confidence}
+    assert table[0.1] == {"threshold": 0.1, "right_withheld": 0, "moving_right": 2, "wrong_caught": 0,
+                          "moving_wrong": 1}
+    assert (table[0.2]["right_withheld"], table[0.2]["wrong_caught"]) == (1, 0)
+    assert (table[0.3]["right_withheld"], table[0.3]["wrong_caught"]) == (1, 1)  # the wait never counts
+    assert (table[0.9]["right_withheld"], table[0.9]["wrong_caught"]) == (1, 1)
+
+
 def test_cli_evaluates_the_committed_tiny_agent(tmp_path: Path) -> None:
     from lookout.cli import app
 

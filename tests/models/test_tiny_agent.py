@@ -182,9 +182,12 @@ def test_without_a_gpu_a_gpu_built_detector_is_kept_not_replaced_by_a_weaker_one
     (out / "detector_build.json").write_text(json.dumps({"recipe": ["lookout sim render-dataset ..."]}))
     write_manifest(out)
     assert detector_recipe(out, cuda=False) == "keep"
+    assert detector_recipe(out, cuda=True, keep=True) == "keep"  # --keep-detector: rebuild only the agent
     assert detector_recipe(out, cuda=False, force_cpu=True) == "cpu"
     (out / "detector.pt").write_bytes(b"changed")  # no longer what the manifest says: rebuild
     assert detector_recipe(out, cuda=False) == "cpu"
+    with pytest.raises(ValueError, match="--keep-detector"):  # asked to keep, but nothing valid to keep
+        detector_recipe(out, cuda=True, keep=True)
     write_manifest(out)
     (out / "detector_build.json").write_text(json.dumps({"stages": []}))  # built by the CPU recipe: rebuild
     assert detector_recipe(out, cuda=False) == "cpu"
@@ -204,3 +207,11 @@ def test_recipe_sweep_reads_recipes_as_config_overrides() -> None:
         "h128", {"hidden_size": 128, "lr": 0.004, "device": "cpu"})
     with pytest.raises(SystemExit, match="unknown setting 'width'"):
         sweep.parse_recipe("x:width=3")
+
+
+def test_build_record_names_the_options_that_change_what_was_built() -> None:
+    from lookout.models.tiny_build import DATASET_SIZES, build_command
+
+    assert build_command(0, None, DATASET_SIZES) == "lookout models build tiny --seed 0"
+    assert build_command(3, 10, DATASET_SIZES, device="cuda", keep_detector=True) == \
+        "lookout models build tiny --seed 3 --steps 10 --device cuda --keep-detector"

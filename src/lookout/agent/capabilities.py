@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ActionName = Literal["search", "approach", "turn", "move", "wait", "report", "come_back", "stop"]
 ALL_ACTIONS: tuple[str, ...] = ("search", "approach", "turn", "move", "wait", "report", "come_back", "stop")
+# Actions that drive or rotate the base; the others (wait, report, stop) leave it where it is.
+MOTION_ACTIONS: frozenset[str] = frozenset({"search", "approach", "turn", "move", "come_back"})
 
 ACTION_HELP: dict[str, str] = {
     "search": "search(target): rotate in place until the target is seen",

@@ -42,6 +42,10 @@ class ModelConfig(_Section):
                              "torch's default (1 is fastest for tiny models on busy machines)")
     grounded_targets: bool = Field(True, description="Refuse (and ask again) when a plan targets an object "
                                    "the conversation never named (lookout.agent.grounding)")
+    min_plan_confidence: float = Field(0.0, ge=0, le=1, description="Ask again instead of moving when the "
+                                       "least probable choice in the plan (among the tokens the grammar allowed) "
+                                       "is below this; 0 turns it off. Model-specific: `lookout eval agent` "
+                                       "prints what each threshold would cost and catch")
 
 
 class CameraConfig(_Section):

@@ -25,13 +25,20 @@ log = logging.getLogger(__name__)
 FAST_MODEL_TYPES = ("llama",)
 
 
-def masked_argmax(logits: torch.Tensor, bitmask: torch.Tensor | None, shifts: torch.Tensor) -> torch.Tensor:
-    """Greedy choice among the tokens set in an xgrammar bitmask (int32 words, bit i = token i)."""
-    if bitmask is None:
-        return logits.argmax(-1)
-    vocab = logits.shape[-1]
-    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).view(bitmask.shape[0], -1)[:, :vocab].bool()
-    return logits.masked_fill(~allowed, float("-inf")).argmax(-1)
+def masked_choice(logits: torch.Tensor, bitmask: torch.Tensor | None, shifts: torch.Tensor) -> torch.Tensor:
+    """[token, probability]: the greedy choice under `bitmask` and its probability among the allowed tokens.
+
+    The probability is the model's confidence in that choice once the grammar has ruled out the
+    rest (1.0 where the grammar allows one token); both come back in one tensor, one host sync.
+    """
+    logits = logits.float()
+    if bitmask is not None:
+        vocab = logits.shape[-1]
+        allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).view(bitmask.shape[0], -1)[:, :vocab].bool()
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    best, token = logits.max(-1)
+    prob = (best - torch.logsumexp(logits, -1)).exp()
+    return torch.stack([token.float(), prob]).view(-1)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -76,6 +83,7 @@ class StaticLlamaDecoder:
         self.mask_buf = torch.zeros((1, 1, 1, max_len), dtype=torch.bool, device=self.device)
         self.bitmask_dev: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
+        self.last_prob = 1.0  # the probability of the last pick among the tokens the grammar allowed
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_logits: torch.Tensor | None = None
@@ -190,9 +198,10 @@ class StaticLlamaDecoder:
                     self.bitmask_dev = torch.empty(bitmask.shape, dtype=bitmask.dtype, device=self.device)
                 self.bitmask_dev.copy_(bitmask, non_blocking=True)
                 mask = self.bitmask_dev
-        token = masked_argmax(self.logits, mask, self.shifts)
-        self.ids_buf.copy_(token.view(1, 1))
-        return int(token.item())  # the one host sync per token: the grammar needs the choice
+        choice = masked_choice(self.logits, mask, self.shifts)
+        self.ids_buf.copy_(choice[:1].long().view(1, 1))
+        token, self.last_prob = choice.tolist()  # the one host sync per token: the grammar needs the choice
+        return int(token)
 
     def advance(self, token_id: int) -> None:
         """Run the staged token (the one `pick` returned) through the model, asynchronously on GPU."""
@@ -222,6 +231,7 @@ class HFDecoder:
         self.shifts = torch.arange(32, dtype=torch.int32, device=self.device)
         self.cache: Any = None
         self.logits: torch.Tensor | None = None
+        self.last_prob = 1.0  # the probability of the last pick among the tokens the grammar allowed
         self.length = 0
 
     def invalidate(self) -> None:
@@ -247,7 +257,8 @@ class HFDecoder:
 
     def pick(self, bitmask: torch.Tensor | None) -> int:
         mask = None if bitmask is None else bitmask.to(self.device, non_blocking=True)
-        return int(masked_argmax(self.logits, mask, self.shifts).item())
+        token, self.last_prob = masked_choice(self.logits, mask, self.shifts).tolist()
+        return int(token)
 
     @torch.no_grad()
     def advance(self, token_id: int) -> None:

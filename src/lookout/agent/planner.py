@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lookout.agent.capabilities import Capabilities
+from lookout.agent.capabilities import MOTION_ACTIONS, Capabilities
 from lookout.agent.commands import sanitize_command
 from lookout.agent.config import ModelConfig, resolve_path
 from lookout.agent.decoding import make_decoder, unwrap_causal_lm
@@ -37,6 +37,7 @@ from lookout.hf_loading import HF_LOAD_LOCK, check_causal_lm
 log = logging.getLogger(__name__)
 
 FAILED_REPLY = "Sorry, I could not make a safe plan for that, so I am not moving."
+UNSURE_REPLY = "Sorry, I'm not sure what you want me to do, so I am not moving. Could you say it another way?"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -68,7 +69,9 @@ class PlanResult:
     truncated: bool = False
     ungrounded: tuple[str, ...] = ()  # targets the model named first that nobody said (see `regrounded`)
     regrounded: bool = False  # the plan is the re-decode under grounded phrases; else such a plan became a question
-    first_raw_text: str = ""  # the model's first output, when it named an object nobody said
+    first_raw_text: str = ""  # the model's first output, when it was replaced (ungrounded target or unsure)
+    confidence: float = 1.0  # the least probable choice the model made among what the grammar allowed
+    unsure: bool = False  # the plan would have moved the robot on a confidence under min_plan_confidence: a question
 
     @property
     def ok(self) -> bool:
@@ -251,20 +254,22 @@ class Planner:
     @torch.no_grad()
     def generate_ids(self, prompt: list[int], max_new_tokens: int, *, constrained: bool | None = None,
                      stop_at_eos: bool = True, should_abort: Callable[[], bool] | None = None,
-                     allowed_phrases: Sequence[str] | None = None) -> tuple[list[int], PlanTimings, str]:
-        """Greedy decode; returns (new ids, timings, error). With the grammar, stops when the plan closes;
-        `allowed_phrases` (grammar only) restricts the plan's phrases to that list."""
+                     allowed_phrases: Sequence[str] | None = None) -> tuple[list[int], PlanTimings, str, float]:
+        """Greedy decode; returns (new ids, timings, error, confidence: the least probability of a chosen
+        token among those allowed). With the grammar, stops when the plan closes; `allowed_phrases`
+        (grammar only) restricts the plan's phrases to that list."""
         constrained = self.constrained if constrained is None else constrained
         with self._lock, _torch_threads(self.cfg.cpu_threads, self.decoder.device):
             dec = self.decoder
             t0 = time.perf_counter()
             if len(prompt) + max_new_tokens > dec.capacity():
                 return [], PlanTimings(prompt_tokens=len(prompt)), (
-                    f"prompt of {len(prompt)} tokens plus {max_new_tokens} new tokens exceeds the cache")
+                    f"prompt of {len(prompt)} tokens plus {max_new_tokens} new tokens exceeds the cache"), 0.0
             constraint = self.grammar.constraint(allowed_phrases) if constrained else None
             dec.start(prompt)
             out: list[int] = []
             error = ""
+            confidence = 1.0
             t_first = None
             stops = set(self.stop_token_ids)
             for _ in range(max_new_tokens):
@@ -285,6 +290,7 @@ class Planner:
                         error = f"token {token} rejected by the grammar"
                     break
                 out.append(token)
+                confidence = min(confidence, dec.last_prob)
                 if len(out) < max_new_tokens:
                     dec.advance(token)  # launch the next step first, then let the grammar catch up
                 if constraint is not None:
@@ -302,7 +308,7 @@ class Planner:
         t_first = t_first or t_end
         timings = PlanTimings(prompt_tokens=len(prompt), new_tokens=len(out), prefill_ms=(t_first - t0) * 1000,
                               decode_ms=(t_end - t_first) * 1000, total_ms=(t_end - t0) * 1000)
-        return out, timings, error
+        return out, timings, error, confidence
 
     def decode_text(self, ids: list[int]) -> str:
         """The text of generated ids, byte-exact (what the grammar saw)."""
@@ -318,7 +324,8 @@ class Planner:
         t0 = time.perf_counter()
         clean = sanitize_command(command, self.cfg.max_command_chars)
         prompt = self.prompt_ids(clean.text, history)
-        ids, timings, error = self.generate_ids(prompt, self.cfg.max_new_tokens, should_abort=should_abort)
+        ids, timings, error, confidence = self.generate_ids(prompt, self.cfg.max_new_tokens,
+                                                            should_abort=should_abort)
         raw = self.decode_text(ids)
         plan: PlanBase | None = None
         ungrounded: list[str] = []
@@ -333,37 +340,45 @@ class Planner:
             ungrounded = ungrounded_phrases(_targets(plan), clean.text, seen)
             if ungrounded:
                 first_raw = raw
-                plan, raw = self._regrounded(prompt, clean.text, seen, should_abort)
+                plan, raw, confidence = self._regrounded(prompt, clean.text, seen, should_abort)
                 regrounded = plan is not None
                 log.warning("plan for %r names %s, which the conversation never did: %s", clean.text[:80],
                             ungrounded, "re-decoded under grounded phrases" if regrounded else "asking again")
                 if plan is None:
                     plan = make_plan(self.caps, reply=clarification(ungrounded), phrases=[], steps=[], declined=True)
+        unsure = plan is not None and confidence < self.cfg.min_plan_confidence and bool(
+            MOTION_ACTIONS.intersection(plan.actions))
+        if unsure:
+            log.warning("plan for %r would move the robot but the model is unsure (confidence %.2f < %.2f): "
+                        "asking again", clean.text[:80], confidence, self.cfg.min_plan_confidence)
+            first_raw = first_raw or raw
+            plan = make_plan(self.caps, reply=UNSURE_REPLY, phrases=[], steps=[], declined=True)
         total = (time.perf_counter() - t0) * 1000
         timings = PlanTimings(timings.prompt_tokens, timings.new_tokens, timings.prefill_ms, timings.decode_ms, total)
         if error:
             log.warning("no plan for %r: %s", clean.text[:80], error)
         return PlanResult(plan=plan, error=error, raw_text=raw, timings=timings, command=clean.text,
                           truncated=clean.truncated, ungrounded=tuple(ungrounded), regrounded=regrounded,
-                          first_raw_text=first_raw)
+                          first_raw_text=first_raw, confidence=confidence, unsure=unsure)
 
     def _regrounded(self, prompt: list[int], command: str, history: Sequence[Turn],
-                    should_abort: Callable[[], bool] | None) -> tuple[PlanBase | None, str]:
-        """Decode again with every phrase restricted to `grounded_candidates`; (plan or None, its text)."""
+                    should_abort: Callable[[], bool] | None) -> tuple[PlanBase | None, str, float]:
+        """Decode again with every phrase restricted to `grounded_candidates`; (plan or None, its text,
+        the decode's confidence)."""
         if not self.constrained:
-            return None, ""
+            return None, "", 1.0
         limit = self.grammar.rules.max_chars.get(b"phrase") or 200
         candidates = grounded_candidates(command, history, max_chars=limit)
-        ids, _, error = self.generate_ids(prompt, self.cfg.max_new_tokens, should_abort=should_abort,
-                                          allowed_phrases=candidates)
+        ids, _, error, confidence = self.generate_ids(prompt, self.cfg.max_new_tokens, should_abort=should_abort,
+                                                      allowed_phrases=candidates)
         raw = self.decode_text(ids)
         if error:
-            return None, raw
+            return None, raw, confidence
         try:
             plan = parse_plan(raw, self.caps)
         except PlanError:
-            return None, raw
-        return (None if ungrounded_phrases(_targets(plan), command, history) else plan), raw
+            return None, raw, confidence
+        return (None if ungrounded_phrases(_targets(plan), command, history) else plan), raw, confidence
 
 
 def _targets(plan: PlanBase) -> list[str]:

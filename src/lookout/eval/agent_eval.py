@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lookout.agent.capabilities import Capabilities
+from lookout.agent.capabilities import MOTION_ACTIONS, Capabilities
 from lookout.agent.plan import PlanBase, PlanError, parse_plan
 
 # (command, [(user, assistant), ...]) -> (raw text, error or "")
@@ -51,6 +51,8 @@ class CaseResult:
     how: str = "model"
     model_exact: bool = False  # the model's own first plan was right
     declined: bool = False
+    confidence: float = 1.0  # the planner's confidence in its plan (PlanResult.confidence)
+    model_moves: bool = False  # the model's own first plan would drive or rotate the robot
 
 
 def _arguments(plan: PlanBase) -> list[dict[str, Any]]:
@@ -109,6 +111,9 @@ class AgentEvalReport:
     # Scored: what the agent answers (planner_fn): stop commands without the model, plans that name an object
     # nobody said decoded again under grounded phrases or turned into a question. How often each, and the model alone.
     grounding: dict[str, int] = field(default_factory=dict)
+    # What asking again below each confidence threshold (ModelConfig.min_plan_confidence) would do to the
+    # model's plans that move the robot: right ones withheld, wrong ones caught.
+    confidence: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -147,14 +152,18 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
         for name, ok in compare(parse_plan(gold, caps), predicted).items():
             setattr(result, name, ok)
         result.how = getattr(plan_fn, "last_how", "model")
+        result.confidence = getattr(plan_fn, "last_confidence", 1.0)
         model_raw = getattr(plan_fn, "last_model_raw", None)
+        model_plan = predicted
         if model_raw is None or model_raw == raw:
             result.model_exact = result.exact
         else:
             try:
-                result.model_exact = compare(parse_plan(gold, caps), parse_plan(model_raw, caps))["exact"]
+                model_plan = parse_plan(model_raw, caps)
+                result.model_exact = compare(parse_plan(gold, caps), model_plan)["exact"]
             except PlanError:
-                result.model_exact = False
+                model_plan, result.model_exact = None, False
+        result.model_moves = model_plan is not None and bool(MOTION_ACTIONS.intersection(model_plan.actions))
         results.append(result)
     seconds = time.perf_counter() - start
     followups = [r for r in results if r.turn > 1]
@@ -181,15 +190,29 @@ def evaluate(plan_fn: PlanFn, rows: list[dict[str, Any]], caps: Capabilities, *,
         ms_per_plan=sum(r.ms for r in results) / len(results) if results else 0.0, seconds=seconds,
         failures=failures,
         grounding={**{f"{how}_{n}": sum(r.how == how and (r.exact if n == "right" else True) for r in results)
-                      for how in ("regrounded", "asked", "stop") for n in ("cases", "right")},
+                      for how in ("regrounded", "asked", "stop", "unsure") for n in ("cases", "right")},
                    "ungrounded_model_plans_that_were_right": sum(r.how in ("regrounded", "asked") and r.model_exact
                                                                  for r in results),
-                   "model_alone_exact": sum(r.model_exact for r in results)})
+                   "model_alone_exact": sum(r.model_exact for r in results)},
+        confidence=confidence_table(results))
+
+
+CONFIDENCE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def confidence_table(results: list[CaseResult]) -> list[dict[str, float]]:
+    """Per threshold, among the model's plans that move the robot: right ones a gate would withhold and
+    wrong ones it would catch (turned into a question). Stop commands never reach the model."""
+    moving = [r for r in results if r.model_moves and r.how != "stop"]
+    right = [r.confidence for r in moving if r.model_exact]
+    wrong = [r.confidence for r in moving if not r.model_exact]
+    return [{"threshold": t, "right_withheld": sum(c < t for c in right), "moving_right": len(right),
+             "wrong_caught": sum(c < t for c in wrong), "moving_wrong": len(wrong)} for t in CONFIDENCE_THRESHOLDS]
 
 
 def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit: bool | None = None,
                cpu_threads: int = 0, caps: Capabilities | None = None, base: str | None = None,
-               adapter: str | None = None) -> tuple[PlanFn, str]:
+               adapter: str | None = None, min_plan_confidence: float = 0.0) -> tuple[PlanFn, str]:
     """A PlanFn over the agent's Planner loaded from a registry profile (`base`/`adapter` override its
     folders: evaluate a fresh training run without editing the registry), and a label of how it decodes."""
     from lookout.agent.commands import is_stop_command, stop_plan
@@ -205,7 +228,8 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
     explicit = adapter is not None  # an adapter named on the command line must exist
     adapter = adapter if explicit else str(files.adapter or "")
     cfg = ModelConfig(base=base, adapter=adapter, adapter_required=explicit and bool(adapter),
-                      load_in_4bit=four_bit, device="cpu", cpu_threads=cpu_threads)
+                      load_in_4bit=four_bit, device="cpu", cpu_threads=cpu_threads,
+                      min_plan_confidence=min_plan_confidence)
     planner = Planner(cfg, caps or Capabilities.default(), constrained=constrained)
 
     def fn(command: str, history: list[tuple[str, str]]) -> tuple[str, str]:
@@ -213,10 +237,12 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
         when grounding failed twice). The model's own first plan is kept for the model-alone score."""
         result = planner.plan(command, [Turn(u, a) for u, a in history])
         fn.last_model_raw = result.first_raw_text or result.raw_text  # type: ignore[attr-defined]
+        fn.last_confidence = result.confidence  # type: ignore[attr-defined]
         if is_stop_command(result.command):
             fn.last_how = "stop"  # type: ignore[attr-defined]
             return stop_plan(planner.caps).to_json(), ""
-        fn.last_how = ("regrounded" if result.regrounded else "asked") if result.ungrounded else "model"  # type: ignore[attr-defined]
+        fn.last_how = ("unsure" if result.unsure else  # type: ignore[attr-defined]
+                       ("regrounded" if result.regrounded else "asked") if result.ungrounded else "model")
         return (result.plan_json if result.plan is not None else result.raw_text), result.error
 
     label = (f"Planner, {'grammar-constrained' if constrained else 'unconstrained'} greedy, "
@@ -248,6 +274,17 @@ def print_report(report: AgentEvalReport) -> None:
                       f"({g['regrounded_right']} right), asked again {g['asked_cases']}; stop commands answered "
                       f"without the model {g['stop_cases']} ({g['stop_right']} right). The model's own plans alone: "
                       f"{g['model_alone_exact']} of {report.n_cases} exact")
+    if g.get("unsure_cases"):
+        console.print(f"plans that would have moved the robot on too little confidence, asked again instead: "
+                      f"{g['unsure_cases']}")
+    if report.confidence:
+        table = Table(title="asking again below a confidence threshold (model plans that move the robot)")
+        for col in ("threshold", "right withheld", "wrong caught"):
+            table.add_column(col, justify="right")
+        for row in report.confidence:
+            table.add_row(f"{row['threshold']:.2f}", f"{row['right_withheld']} of {row['moving_right']}",
+                          f"{row['wrong_caught']} of {row['moving_wrong']}")
+        console.print(table)
     for title, groups in (("by held-out slice", report.by_slice), ("by turn kind", report.by_category)):
         table = Table(title=title)
         table.add_column("group")

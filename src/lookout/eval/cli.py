@@ -24,9 +24,13 @@ def agent(
     base: Path | None = typer.Option(None, help="Base model folder instead of the profile's."),
     adapter: Path | None = typer.Option(None, help="LoRA adapter folder instead of the profile's."),
     no_adapter: bool = typer.Option(False, "--no-adapter", help="Plan with the bare base (ignore the profile's adapter)."),
+    min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.0, max=1.0,
+                                                help="Ask again below this plan confidence (default: "
+                                                "config/agent.yaml's model.min_plan_confidence; 0: off)."),
 ) -> None:
     """Exact-match, per-field and multi-turn accuracy of the planner on the held-out test split."""
     from lookout.agent.capabilities import Capabilities
+    from lookout.agent.config import AgentConfig
     from lookout.agent.planner import ModelNotFoundError
     from lookout.eval.agent_eval import evaluate, planner_fn, print_report, write_report
     from lookout.models.registry import ModelFileError, RegistryError
@@ -44,7 +48,9 @@ def agent(
     try:
         fn, label = planner_fn(profile, constrained=grammar, load_in_4bit=four_bit, cpu_threads=threads, caps=caps,
                                base=str(base) if base else None,
-                               adapter="" if no_adapter else (str(adapter) if adapter else None))
+                               adapter="" if no_adapter else (str(adapter) if adapter else None),
+                               min_plan_confidence=AgentConfig.default().model.min_plan_confidence
+                               if min_confidence is None else min_confidence)
     except (ModelFileError, RegistryError, ModelNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None

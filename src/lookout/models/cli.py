@@ -27,12 +27,14 @@ def build_tiny_cmd(
     detector_cpu: bool = typer.Option(False, "--detector-cpu", help="Train the detector's CPU recipe even where "
                                                                     "a GPU-built detector would be kept."),
     device: str = typer.Option("auto", help="Where the agent base trains: auto (CUDA when available), cpu, cuda."),
+    keep_detector: bool = typer.Option(False, "--keep-detector", help="Keep the GPU-built detector (it must match "
+                                       "the manifest) even where CUDA would rebuild it: rebuild only the agent."),
 ) -> None:
     """Rebuild models/tiny from the seed (dataset -> tokenizer -> agent base -> adapter -> manifest)."""
     from lookout.models.tiny_build import build_tiny
 
     result = build_tiny(out, seed=seed, work_dir=work, steps=steps, adapter=adapter, detector=detector,
-                        detector_cpu=detector_cpu, device=device,
+                        detector_cpu=detector_cpu, device=device, keep_detector=keep_detector,
                         dataset_sizes={"train": n_train, "val": n_val, "test": n_test}, log=typer.echo)
     typer.echo(f"done: {result.out_dir} ({result.total_bytes / 1e6:.1f} MB)")
 

@@ -61,20 +61,23 @@ def _optional(module: str, attr: str) -> Callable[..., Any] | None:
         return None
 
 
-def detector_recipe(out: Path, *, cuda: bool, force_cpu: bool = False) -> str:
+def detector_recipe(out: Path, *, cuda: bool, force_cpu: bool = False, keep: bool = False) -> str:
     """'gpu' where CUDA is available; without it 'keep' a GPU-built detector that still matches `out`'s manifest
-    (rebuilding it on the CPU would replace it with a weaker one), else 'cpu'. `force_cpu` always trains here."""
+    (rebuilding it on the CPU would replace it with a weaker one), else 'cpu'. `force_cpu` always trains here;
+    `keep` always keeps (e.g. to rebuild only the agent), and fails when there is nothing valid to keep."""
     from lookout.models.registry import verify_against_manifest
 
     if force_cpu:
         return "cpu"
-    if cuda:
+    if cuda and not keep:
         return "gpu"
     try:
         if "recipe" not in json.loads((out / "detector_build.json").read_text()):
-            return "cpu"  # built by the CPU stages
+            raise ValueError("no GPU recipe in detector_build.json")  # built by the CPU stages
         verify_against_manifest(out / "detector.pt", out / MANIFEST_NAME, "make models", out)
-    except (OSError, ValueError):  # missing or changed (ModelFileError is an OSError), or no record
+    except (OSError, ValueError) as err:  # missing or changed (ModelFileError is an OSError), or no record
+        if keep:
+            raise ValueError(f"--keep-detector: no GPU-built detector to keep in {out} ({err})") from err
         return "cpu"
     return "keep"
 
@@ -86,7 +89,8 @@ def folder_bytes(folder: Path) -> int:
 def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: str | Path | None = None,
                steps: int | None = None, dataset_sizes: dict[str, int] | None = None, adapter: bool = True,
                detector: bool = True, show_progress: bool = True, log: Callable[[str], None] = print,
-               config: Any = None, detector_cpu: bool = False, device: str = "auto") -> BuildResult:
+               config: Any = None, detector_cpu: bool = False, device: str = "auto",
+               keep_detector: bool = False) -> BuildResult:
     """Rebuild the tiny models into `out_dir` (default models/tiny) from `seed` (`config`: a TinyAgentConfig).
 
     `device` trains the agent base there; "auto" is CUDA when available, else the CPU.
@@ -119,6 +123,7 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
     t0 = time.perf_counter()
     info = generate_dataset(work / "data", seed=seed, sizes=sizes, caps=caps, show_progress=show_progress)
     train_rows = load_rows(info.files["train"])
+    shutil.copyfile(work / "data" / "README.md", out / "dataset_card.md")  # what the committed models saw
     step("dataset", t0, ", ".join(f"{k} {v}" for k, v in info.counts.items()) + f" rows in {work / 'data'}")
 
     t0 = time.perf_counter()
@@ -155,21 +160,22 @@ def build_tiny(out_dir: str | Path | None = None, *, seed: int = 0, work_dir: st
         step("detector", t0, "no tiny detector builder (lookout.perception.tiny_detector) yet" if detector
              else "--no-detector", status="skipped")
     else:
-        recipe = detector_recipe(out, cuda=torch.cuda.is_available(), force_cpu=detector_cpu)
+        recipe = detector_recipe(out, cuda=torch.cuda.is_available(), force_cpu=detector_cpu, keep=keep_detector)
         if recipe == "gpu":  # the committed detector's recipe; minutes on a GPU
             from lookout.perception.tiny_detector import build_tiny_detector_gpu
 
             build_tiny_detector_gpu(out / "detector.pt", seed=seed)
             step("detector", t0, f"{out / 'detector.pt'} (GPU recipe)")
         elif recipe == "keep":
-            step("detector", t0, f"kept {out / 'detector.pt'}: built by the GPU recipe (detector_build.json), which "
-                 "needs CUDA; --detector-cpu trains the weaker CPU recipe here instead", status="kept")
+            step("detector", t0, f"kept {out / 'detector.pt'}: built by the GPU recipe (detector_build.json)"
+                 + ("" if keep_detector else ", which needs CUDA; --detector-cpu trains the weaker CPU recipe here "
+                    "instead"), status="kept")
         else:  # without a GPU, the CPU stages: an hour on 2 cores, mAP50 0.70 instead of 0.92
             build_detector(out / "detector.pt", seed=seed)
             step("detector", t0, f"{out / 'detector.pt'} (CPU recipe: mAP50 about 0.70, the GPU recipe's 0.92)")
 
     build = {
-        "command": build_command(seed, steps, sizes),
+        "command": build_command(seed, steps, sizes, device=device, keep_detector=keep_detector),
         "seed": seed,
         "dataset_sizes": sizes,
         "dataset_sha256": {s: _sha(info.files[s]) for s in ("train", "val", "test")},
@@ -263,12 +269,17 @@ def _sha(path: Path) -> str:
     return sha256_file(path)
 
 
-def build_command(seed: int, steps: int | None, sizes: dict[str, int]) -> str:
+def build_command(seed: int, steps: int | None, sizes: dict[str, int], device: str = "auto",
+                  keep_detector: bool = False) -> str:
     cmd = f"lookout models build tiny --seed {seed}"
     if steps:
         cmd += f" --steps {steps}"
     if sizes != DATASET_SIZES:
         cmd += f" --n-train {sizes['train']} --n-val {sizes['val']} --n-test {sizes['test']}"
+    if device != "auto":
+        cmd += f" --device {device}"
+    if keep_detector:
+        cmd += " --keep-detector"
     return cmd
 
 
@@ -281,10 +292,11 @@ def readme(build: dict[str, Any]) -> str:
         "Small models Lookout trains itself, so tests, CI and the demo run offline. Rebuild all of it with",
         "",
         "```",
-        f"make models   # = scripts/run.sh {build['command']}",
+        f"make models   # = scripts/run.sh {build_command(build['seed'], None, build['dataset_sizes'])}",
         "```",
         "",
-        "and check the files with `sha256sum -c MANIFEST.sha256` (from this folder) or `lookout models verify tiny`.",
+        f"(these files were made by `{build['command']}`) and check the files with `sha256sum -c MANIFEST.sha256` "
+        "(from this folder) or `lookout models verify tiny`.",
         "",
         "| file | what |",
         "|---|---|",
@@ -298,6 +310,8 @@ def readme(build: dict[str, Any]) -> str:
         "GPU recipe where CUDA is available (`tiny_detector.GPU_RECIPE`: 8000 rendered images, minutes); settings and "
         "held-out mAP in detector_build.json |",
         "| build.json | seed, dataset hashes, settings, losses, timings of the last build |",
+        "| dataset_card.md | the generated dataset's card: counts per split and category, what the test split "
+        "holds out |",
         "| MANIFEST.sha256 | sha256 of every file; the registry refuses files that do not match |",
         "",
         "Without a GPU, `make models` keeps a GPU-built detector.pt while it matches the manifest; `--detector-cpu`",

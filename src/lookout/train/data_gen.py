@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,17 @@ PROTECTED_WORDS = frozenset(
 )
 
 
+MASH_ROWS = ("qwertyuiop", "asdfghjkl", "poiuytrewq", "lkjhgfdsa")
+CONSONANTS = "bcdfghjklmnprstvwz"
+VOWELS = "aeiou"
+
+
+@lru_cache(maxsize=1)
+def _known_words() -> frozenset[str]:
+    """Every word of every template: made-up words must not be one of them."""
+    return frozenset(w for pool in POOLS.values() for t in pool.train + pool.heldout for w in words_of(t))
+
+
 class Sampler:
     """Draws exchanges for one split. `mode` decides what a test row holds out."""
 
@@ -344,6 +356,27 @@ class Sampler:
         if t2 is not None:
             values["t2"] = self.mention(t2, indefinite)
         return template.format(**values)
+
+    def noise(self) -> str:
+        """Keyboard mashes and made-up words: a robot must read no command into noise.
+
+        The unclear pool's fixed examples are few; this gives the model many more. The bottom
+        keyboard row is left out because a held-out example ("zxcv bnm") is typed on it.
+        """
+        rng = self.rng
+        words = []
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            if rng.random() < 0.5:
+                row = rng.choice(MASH_ROWS)
+                n = rng.randint(3, 7)
+                i = rng.randint(0, len(row) - n)
+                words.append(row[i:i + n])
+            else:
+                word = ""
+                while not word or word in PROTECTED_WORDS or word in _known_words():
+                    word = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.randint(1, 3)))
+                words.append(word)
+        return " ".join(words)
 
     # -- numbers --
     def distance(self, values: list[float]) -> tuple[float, str]:
@@ -510,6 +543,9 @@ class Sampler:
             reply = {"pickup": R.cannot("pick"), "open": R.cannot("open"), "climb": R.cannot("climb"),
                      "fly": R.cannot("fly"), "unknown": R.unknown, "harm": R.harm}[category]
             return Exchange(self.frame(self.fill(template, t)), decline(reply), category)
+        if category == "unclear" and rng.random() < 0.4 * (1 - self.p_held_phrase):
+            self.flags.templates.append("unclear:<noise>")
+            return Exchange(self.frame(self.noise(), "raw"), decline(R.unclear), category)
         if category in ("shell", "inject", "unclear"):
             reply = {"shell": R.shell, "inject": R.inject, "unclear": R.unclear}[category]
             return Exchange(self.frame(self.pick(category), "raw"), decline(reply), category)
