@@ -249,11 +249,12 @@ def test_an_unsure_plan_that_would_move_the_robot_becomes_a_question(scripted_pl
         free = scripted_planner.plan(command)
         assert free.ok and not free.unsure and MOTION_ACTIONS & set(free.plan.actions)
         assert 0.0 < free.confidence < 1.0, free.confidence
-        kept = planner(free.confidence).plan(command)
+        # a warm prompt prefix changes the float path a little, so the thresholds keep a margin of 1e-3
+        kept = planner(free.confidence * 0.999).plan(command)
         assert not kept.unsure and kept.plan == free.plan
-        asked = planner(min(1.0, free.confidence * 1.0001)).plan(command)
+        asked = planner(min(1.0, free.confidence * 1.001)).plan(command)
         assert asked.unsure and asked.plan.declined and not asked.plan.steps and asked.reply == UNSURE_REPLY
-        assert asked.confidence == free.confidence
+        assert asked.confidence == pytest.approx(free.confidence, rel=1e-4)
         assert parse_plan(asked.first_raw_text, caps) == free.plan
     for command in ("do you see a blue box?", "pick up the red cup", "wait here for a long time"):
         free = scripted_planner.plan(command)
