@@ -202,7 +202,8 @@ CONFIDENCE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 def confidence_table(results: list[CaseResult]) -> list[dict[str, float]]:
     """Per threshold, among the model's plans that move the robot: right ones a gate would withhold and
-    wrong ones it would catch (turned into a question). Stop commands never reach the model."""
+    wrong ones it would catch (turned into a question). Stop commands never reach the model; after a grounded
+    re-decode the confidence is the re-decode's (the plan the gate would judge)."""
     moving = [r for r in results if r.model_moves and r.how != "stop"]
     right = [r.confidence for r in moving if r.model_exact]
     wrong = [r.confidence for r in moving if not r.model_exact]
