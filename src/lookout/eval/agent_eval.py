@@ -242,8 +242,13 @@ def planner_fn(profile: str = "tiny", *, constrained: bool = True, load_in_4bit:
         if is_stop_command(result.command):
             fn.last_how = "stop"  # type: ignore[attr-defined]
             return stop_plan(planner.caps).to_json(), ""
-        fn.last_how = ("unsure" if result.unsure else  # type: ignore[attr-defined]
-                       ("regrounded" if result.regrounded else "asked") if result.ungrounded else "model")
+        if result.unsure:
+            how = "unsure"
+        elif result.ungrounded:
+            how = "regrounded" if result.regrounded else "asked"
+        else:
+            how = "model"
+        fn.last_how = how  # type: ignore[attr-defined]
         return (result.plan_json if result.plan is not None else result.raw_text), result.error
 
     label = (f"Planner, {'grammar-constrained' if constrained else 'unconstrained'} greedy, "

@@ -65,21 +65,29 @@ def detector_recipe(out: Path, *, cuda: bool, force_cpu: bool = False, keep: boo
     """'gpu' where CUDA is available; without it 'keep' a GPU-built detector that still matches `out`'s manifest
     (rebuilding it on the CPU would replace it with a weaker one), else 'cpu'. `force_cpu` always trains here;
     `keep` always keeps (e.g. to rebuild only the agent), and fails when there is nothing valid to keep."""
-    from lookout.models.registry import verify_against_manifest
-
     if force_cpu:
         return "cpu"
     if cuda and not keep:
         return "gpu"
+    problem = _why_not_keepable(out)
+    if not problem:
+        return "keep"
+    if keep:
+        raise ValueError(f"--keep-detector: no GPU-built detector to keep in {out} ({problem})")
+    return "cpu"
+
+
+def _why_not_keepable(out: Path) -> str:
+    """'' when `out` holds a GPU-built detector that matches its manifest, else why not."""
+    from lookout.models.registry import verify_against_manifest
+
     try:
         if "recipe" not in json.loads((out / "detector_build.json").read_text()):
-            raise ValueError("no GPU recipe in detector_build.json")  # built by the CPU stages
+            return "no GPU recipe in detector_build.json: built by the CPU stages"
         verify_against_manifest(out / "detector.pt", out / MANIFEST_NAME, "make models", out)
-    except (OSError, ValueError) as err:  # missing or changed (ModelFileError is an OSError), or no record
-        if keep:
-            raise ValueError(f"--keep-detector: no GPU-built detector to keep in {out} ({err})") from err
-        return "cpu"
-    return "keep"
+    except (OSError, ValueError) as err:  # missing or changed (ModelFileError is an OSError), or unreadable
+        return str(err)
+    return ""
 
 
 def folder_bytes(folder: Path) -> int:
