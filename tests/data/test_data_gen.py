@@ -17,7 +17,7 @@ from lookout.agent.plan import parse_plan
 from lookout.agent.prompt import system_prompt
 from lookout.train import vocab
 from lookout.train.data_gen import SPLITS, generate_dataset, heldout_templates, load_rows, words_of
-from lookout.train.phrasings import FIXED_TURNS, FIXED_TURNS_HELDOUT, POOLS
+from lookout.train.phrasings import FIXED_MOVES, FIXED_TURNS, FIXED_TURNS_HELDOUT, FIXED_WAITS, POOLS
 
 SIZES = {"train": 2500, "val": 200, "test": 500}
 DECLINE_CATEGORIES = {"pickup", "open", "climb", "fly", "unknown", "shell", "inject", "harm", "unclear", "speed",
@@ -95,6 +95,28 @@ def test_heldout_colour_object_pairs_never_reach_train_or_val(dataset) -> None:
         assert set(row["meta"]["combos"]) & heldout
     used = {c for r in flagged for c in r["meta"]["combos"]} & heldout
     assert len(used) > 0.6 * len(heldout), "the test split should exercise most held-out pairs"
+
+
+def test_unsaid_amounts_get_their_small_fixed_values(dataset) -> None:
+    """"back up a bit" is a 0.5 m move back, "wait a moment" a 2 s wait: the plan carries the table's value."""
+    _, rows = dataset
+    seen = Counter()
+    for row in rows["train"]:
+        meta = row["meta"]
+        if meta["turns"] != 1 or meta["category"] not in ("move", "wait"):
+            continue
+        fixed = [t for t in meta["templates"] if t.startswith(("fixed_move:", "fixed_wait:"))]
+        if not fixed:
+            continue
+        kind, text = fixed[0].split(":", 1)
+        (step,) = _assistant_plans(row)[0].steps
+        if kind == "fixed_move":
+            assert (step.action, step.meters) == ("move", FIXED_MOVES[text]), row["messages"][1:]
+        else:
+            assert (step.action, step.seconds) == ("wait", FIXED_WAITS[text]), row["messages"][1:]
+        assert text in row["messages"][1]["content"].lower()
+        seen[kind] += 1
+    assert seen["fixed_move"] >= 3 and seen["fixed_wait"] >= 1, seen
 
 
 def test_heldout_phrasings_are_test_only_and_made_of_training_words(dataset) -> None:

@@ -37,7 +37,14 @@ from lookout.agent.capabilities import Capabilities
 from lookout.agent.plan import make_plan
 from lookout.agent.prompt import system_prompt
 from lookout.train import vocab
-from lookout.train.phrasings import FIXED_TURNS, FIXED_TURNS_HELDOUT, FIXED_TURNS_LONG, POOLS
+from lookout.train.phrasings import (
+    FIXED_MOVES,
+    FIXED_TURNS,
+    FIXED_TURNS_HELDOUT,
+    FIXED_TURNS_LONG,
+    FIXED_WAITS,
+    POOLS,
+)
 from lookout.train.vocab import Target
 
 SPLITS = ("train", "val", "test")
@@ -422,6 +429,10 @@ class Sampler:
             sign = -1 if side == "turn_right" else 1
             return self.pick(side).format(a=said), [Op("turn", None, sign * deg)]
         if kind == "move":
+            if not bad and rng.random() < 0.12:
+                text = rng.choice(sorted(FIXED_MOVES))
+                self.flags.templates.append(f"fixed_move:{text}")
+                return text, [Op("move", None, FIXED_MOVES[text])]
             m, said = self.distance(self.move_bad if bad else self.move_ok)
             side = rng.choices(["move_forward", "move_back", "move_plain"], weights=[50, 40, 10])[0]
             sign = -1 if side == "move_back" else 1
@@ -430,6 +441,10 @@ class Sampler:
             s, said = self.seconds(self.wait_bad if bad else self.wait_ok)
             if bad and rng.random() < 0.15:
                 return rng.choice(["wait an hour", "wait for an hour", "wait all day"]), [Op("wait", None, 3600.0)]
+            if not bad and rng.random() < 0.15:
+                text = rng.choice(sorted(FIXED_WAITS))
+                self.flags.templates.append(f"fixed_wait:{text}")
+                return text, [Op("wait", None, float(FIXED_WAITS[text]))]
             return self.pick("wait").format(s=said), [Op("wait", None, s)]
         if kind == "report":
             t = self.target()
@@ -583,8 +598,13 @@ class Sampler:
         text = texts[0]
         if rng.random() < 0.15:
             text = "first " + text
-        for t in texts[1:]:
-            text += self.pick("connector") + t
+        if len(texts) > 2 and rng.random() < 0.35:
+            # a list: "A, B, then C"
+            text += "".join(", " + t for t in texts[1:-1])
+            text += rng.choice([", then ", " and ", ", and then ", " and then ", ", and finally "]) + texts[-1]
+        else:
+            for t in texts[1:]:
+                text += self.pick("connector") + t
         return self._plan_exchange(self.frame(text), category, ops)
 
     # -- follow-ups --

@@ -36,19 +36,24 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
         "scan for {t}", "scan the area for {t}", "hunt for {t}", "look out for {t}", "see if you can find {t}",
         "keep an eye out for {t}", "go look for {t}", "search around for {t}", "turn until you see {t}",
         "keep turning until you find {t}", "rotate until you spot {t}", "spin around until {t} is in view",
+        "have a look for {t}", "take a look for {t}", "go find {t}", "search everywhere for {t}",
     ], ["try to locate {t}", "look around for {t}", "search the area for {t}", "see if you can locate {t}",
         "rotate until you see {t}"]),
     _pool("search_question", ["where is {t}", "where's {t}", "where did {t} go"], ["where did {t} end up"]),
     _pool("goto", [
         "go to {t}", "drive to {t}", "approach {t}", "head to {t}", "move to {t}", "get to {t}", "go over to {t}",
         "roll over to {t}", "navigate to {t}", "go up to {t}", "drive up to {t}", "make your way to {t}",
-        "go and find {t} and drive to it", "come over to {t}", "end up at {t}",
+        "go and find {t} and drive to it", "come over to {t}", "end up at {t}", "go near {t}", "head towards {t}",
+        "go towards {t}", "drive towards {t}", "move towards {t}", "get close to {t}", "get near {t}",
+        "go up close to {t}",
     ], ["head over to {t}", "drive over to {t}", "navigate over to {t}", "roll up to {t}"]),
     _pool("goto_distance", [
         "go to {t} and stop {d} away", "stop {d} from {t}", "approach {t} and stop {d} away", "get within {d} of {t}",
         "drive to {t} but stay {d} away", "go to {t}, stopping {d} away", "approach {t} to within {d}",
         "drive up to {t} and keep {d} away", "park {d} from {t}", "head to {t} and stop {d} short of it",
         "go over to {t} but keep a distance of {d}", "stop {d} in front of {t}",
+        "go towards {t} and stop about {d} from it", "approach {t}, stopping about {d} from it",
+        "drive to {t} and stop {d} in front of it",
     ], ["drive to {t} and stop {d} away", "head to {t} but stay {d} away", "get to within {d} of {t}"]),
     _pool("fetch", [
         "go to {t} and come back", "find {t} and come back", "drive to {t} and then return", "visit {t} and come back",
@@ -88,6 +93,8 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
         "is there {t} in front of you", "is there {t} ahead", "is there {t} nearby", "is there {t} around",
         "do you see {t} in front of you", "can you see {t} ahead of you", "is {t} in front of you", "is {t} ahead",
         "can you spot {t}", "do you spot {t}", "is {t} anywhere nearby", "look and tell me if you see {t}",
+        "is {t} visible from here", "can you see {t} from here", "do you see {t} over there",
+        "is there {t} over there",
     ], ["can you see {t} anywhere", "tell me whether you see {t}", "is there {t} in view", "check if {t} is visible"]),
     _pool("report_two", ["do you see {t} or {t2}", "can you see {t} and {t2}", "is there {t} or {t2}",
                          "is there {t} or {t2} in front of you", "can you spot {t} or {t2}"],
@@ -198,7 +205,7 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
     _pool("connector", [" and ", " and then ", ", then ", " then ", ", and then ", ". then ", ", after that ",
                         " and after that ", "; then ", ". after that, ", ". afterwards, ", ", afterwards ",
                         " and afterwards ", ". finally, ", ". when that's done, ", ". after this, ",
-                        ". and then ", ", and after this ", "; after that, ", ". then, ", ", then, "],
+                        ". and then ", ", and after this ", "; after that, ", ". then, ", ", then, ", ", "],
           [", and after that ", ". next, "]),
 ]}
 
@@ -208,11 +215,28 @@ FIXED_TURNS: dict[str, int] = {
     "turn left": 90, "turn right": -90, "make a quarter turn to the left": 90, "make a quarter turn right": -90,
     "do a quarter turn left": 90, "spin around": 360, "do a full circle": 360, "spin in a full circle": 360,
     "do a full turn": 360, "spin left": 90, "turn a quarter to the right": -90,
+    # a small, unsaid amount ("slightly", "a bit"): 30 degrees
+    "turn slightly left": 30, "turn a bit to the left": 30, "turn a little left": 30, "turn slightly right": -30,
+    "turn a bit to the right": -30, "turn a little to the right": -30, "rotate a bit left": 30,
+    "rotate slightly to the right": -30,
     # held out (test-only; see FIXED_TURNS_HELDOUT)
     "do a half turn": 180, "make a quarter turn to the right": -90, "spin right": -90, "do a full circle to the left": 360,
 }
 FIXED_TURNS_HELDOUT: frozenset[str] = frozenset(
     {"do a half turn", "make a quarter turn to the right", "spin right", "do a full circle to the left"})
+# Moves and waits with an unsaid amount: template -> meters (forward positive) or seconds. "A bit" is
+# half a metre; "a moment" two seconds: small, safe defaults the reply states, so the user can correct them.
+FIXED_MOVES: dict[str, float] = {
+    "move forward a bit": 0.5, "go forward a little": 0.5, "move a little forward": 0.5, "drive forward a bit": 0.5,
+    "move ahead a little": 0.5, "go a bit further": 0.5, "scoot forward a bit": 0.5,
+    "back up a bit": -0.5, "back up a little": -0.5, "move back a bit": -0.5, "reverse a little": -0.5,
+    "move back a little": -0.5, "go backwards a bit": -0.5, "back off a little": -0.5, "scoot back a bit": -0.5,
+}
+FIXED_WAITS: dict[str, float] = {
+    "wait a moment": 2, "wait a second": 1, "wait a sec": 1, "hold on a moment": 2, "give me a second": 1,
+    "wait a bit": 3, "pause for a moment": 2, "hang on a second": 1, "wait a few seconds": 3,
+    "wait a couple of seconds": 2,
+}
 # Fixed turns beyond the default 360-degree limit (declined when over the robot's limit).
 FIXED_TURNS_LONG: dict[str, int] = {"turn around twice": 360, "spin around twice": 720, "spin around three times": 1080,
                                     "do two full circles": 720, "turn around three times": 540}
