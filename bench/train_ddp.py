@@ -14,24 +14,18 @@ projections, Lookout's kernels, bnb 8-bit AdamW, bf16. Throughput counts the tim
 speed-up against 1 GPU measured in the same run (target >= 1.8x on 2 GPUs).
 
 NVLink multicast stays off in every launched process: NCCL_NVLS_ENABLE=0,
-TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1 (set here, inherited by torchrun's workers).
+TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1 (set by bench/torchrun_sweep.py, inherited by
+torchrun's workers).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "kernels")]
-
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-os.environ.update(NO_MULTICAST)
+from torchrun_sweep import add_sweep_args, run_sweep  # also turns NVLink multicast off
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -67,39 +61,15 @@ def worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--micro", type=int, default=2, help="rows per micro-batch (per GPU)")
-    ap.add_argument("--seq", type=int, default=2048)
-    ap.add_argument("--global-micro", type=int, default=8, help="micro-batches per optimizer step, all GPUs")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=6)
+    add_sweep_args(ap, steps=6)
     ap.add_argument("--ckpt", default="offload", choices=["offload", "true", "false"])
-    ap.add_argument("--shape", default="llama-3.2-1b")
     ap.add_argument("--out", default="bench_train_ddp.json")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--base", help=argparse.SUPPRESS)
-    ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.ckpt = {"true": True, "false": False}.get(args.ckpt, args.ckpt)
     if args.worker:
         return worker(args)
 
-    from lookout.train.standins import save_random_llama
-
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        base = save_random_llama(Path(tmp) / "base", shape=args.shape, seed=0)
-        for n in args.gpus:
-            if args.global_micro % n:
-                raise SystemExit(f"--global-micro {args.global_micro} must be a multiple of --gpus {n}")
-            result = Path(tmp) / f"result_{n}.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   __file__, "--worker", "--base", str(base), "--result", str(result), "--micro", str(args.micro),
-                   "--seq", str(args.seq), "--global-micro", str(args.global_micro), "--warmup", str(args.warmup),
-                   "--steps", str(args.steps), "--ckpt", str(args.ckpt).lower()]
-            print("$", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True, env={**os.environ, **NO_MULTICAST})
-            rows.append(json.loads(result.read_text()))
+    rows = run_sweep(args, __file__, ["--ckpt", str(args.ckpt).lower()])
     one = next((r for r in rows if r["gpus"] == 1), rows[0])
     print(f"\nLoRA r=16, global batch {args.global_micro} x {args.micro} x {args.seq} tokens, {args.shape} shape")
     print(f"{'gpus':>4} | {'tokens/s':>10} | {'s/step':>7} | {'peak GB/GPU':>11} | {'speed-up':>8} | efficiency")

@@ -17,7 +17,7 @@ on a model of Llama-3.2-1B's exact shape (random weights), and reports whether i
 
     python bench/train_fsdp.py --gpus 1 2 --out fsdp.json
 
-NVLink multicast stays off in every launched process (as in bench/train_ddp.py).
+NVLink multicast stays off in every launched process (bench/torchrun_sweep.py).
 """
 
 from __future__ import annotations
@@ -25,17 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "kernels")]
+from torchrun_sweep import add_sweep_args, run_sweep  # also turns NVLink multicast off
 
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-os.environ.update(NO_MULTICAST)
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -116,41 +110,18 @@ def worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--micro", type=int, default=2, help="rows per micro-batch (per GPU)")
-    ap.add_argument("--seq", type=int, default=2048)
-    ap.add_argument("--global-micro", type=int, default=8, help="micro-batches per optimizer step, all GPUs")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--shape", default="llama-3.2-1b")
+    add_sweep_args(ap, steps=4)
     ap.add_argument("--wrap", default="peft", choices=["peft", "layers"],
                     help="peft: PEFT's policy (each LoRA linear its own unit, use_orig_params=False); "
                          "layers: one unit per decoder layer (use_orig_params=True)")
     ap.add_argument("--out", default="bench_train_fsdp.json")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--base", help=argparse.SUPPRESS)
-    ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
 
-    from lookout.train.standins import save_random_llama
-
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        base = save_random_llama(Path(tmp) / "base", shape=args.shape, seed=0)
-        for n in args.gpus:
-            result = Path(tmp) / f"result_{n}.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   __file__, "--worker", "--base", str(base), "--result", str(result), "--micro", str(args.micro),
-                   "--seq", str(args.seq), "--global-micro", str(args.global_micro), "--warmup", str(args.warmup),
-                   "--steps", str(args.steps), "--wrap", args.wrap]
-            print("$", " ".join(cmd), flush=True)
-            done = subprocess.run(cmd, env={**os.environ, **NO_MULTICAST})
-            rows.append(json.loads(result.read_text()) if done.returncode == 0 and result.exists()
-                        else {"gpus": n, "error": f"exit status {done.returncode} (log above)"})
-    print(f"\nFSDP1 ({args.wrap} wrap) + bnb 4-bit (bf16 storage) + PEFT LoRA r=16, global batch {args.global_micro} x {args.micro} x "
-          f"{args.seq} tokens, {args.shape} shape")
+    rows = run_sweep(args, __file__, ["--wrap", args.wrap], check=False)
+    print(f"\nFSDP1 ({args.wrap} wrap) + bnb 4-bit (bf16 storage) + PEFT LoRA r=16, "
+          f"global batch {args.global_micro} x {args.micro} x {args.seq} tokens, {args.shape} shape")
     for r in rows:
         print(json.dumps(r))
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")

@@ -305,6 +305,12 @@ class Sampler:
         self.flags.templates.append(f"fixed_turn:{name}")
         return name, FIXED_TURNS[name]
 
+    def _fixed_amount(self, kind: str, table: dict[str, float]) -> tuple[str, list[Op]]:
+        """A phrase whose amount is implied ("back up a bit", "spin around twice") and its one step."""
+        text = self.rng.choice(sorted(table))
+        self.flags.templates.append(f"fixed_{kind}:{text}")
+        return text, [Op(kind, None, float(table[text]))]
+
     def _note_target(self, target: Target) -> Target:
         if target.combo:
             self.flags.combos.append(target.phrase)
@@ -421,18 +427,14 @@ class Sampler:
             if bad and rng.random() < 0.3:
                 long_turns = {k: v for k, v in FIXED_TURNS_LONG.items() if v > self.caps.limits.max_turn_deg}
                 if long_turns:
-                    text = rng.choice(sorted(long_turns))
-                    self.flags.templates.append(f"fixed_turn:{text}")
-                    return text, [Op("turn", None, long_turns[text])]
+                    return self._fixed_amount("turn", long_turns)
             deg, said = self.degrees(self.turn_bad if bad else self.turn_ok)
             side = rng.choices(["turn_left", "turn_right", "turn_plain"], weights=[45, 45, 10])[0]
             sign = -1 if side == "turn_right" else 1
             return self.pick(side).format(a=said), [Op("turn", None, sign * deg)]
         if kind == "move":
             if not bad and rng.random() < 0.12:
-                text = rng.choice(sorted(FIXED_MOVES))
-                self.flags.templates.append(f"fixed_move:{text}")
-                return text, [Op("move", None, FIXED_MOVES[text])]
+                return self._fixed_amount("move", FIXED_MOVES)
             m, said = self.distance(self.move_bad if bad else self.move_ok)
             side = rng.choices(["move_forward", "move_back", "move_plain"], weights=[50, 40, 10])[0]
             sign = -1 if side == "move_back" else 1
@@ -442,9 +444,7 @@ class Sampler:
             if bad and rng.random() < 0.15:
                 return rng.choice(["wait an hour", "wait for an hour", "wait all day"]), [Op("wait", None, 3600.0)]
             if not bad and rng.random() < 0.15:
-                text = rng.choice(sorted(FIXED_WAITS))
-                self.flags.templates.append(f"fixed_wait:{text}")
-                return text, [Op("wait", None, float(FIXED_WAITS[text]))]
+                return self._fixed_amount("wait", FIXED_WAITS)
             return self.pick("wait").format(s=said), [Op("wait", None, s)]
         if kind == "report":
             t = self.target()
