@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,31 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lookout.agent.capabilities import Capabilities, Limits
-from lookout.agent.plan import parse_plan
+from lookout.agent.plan import make_plan, parse_plan
 from lookout.agent.prompt import system_prompt
 from lookout.train import vocab
-from lookout.train.data_gen import SPLITS, generate_dataset, heldout_templates, load_rows, words_of
-from lookout.train.phrasings import FIXED_MOVES, FIXED_TURNS, FIXED_TURNS_HELDOUT, FIXED_WAITS, POOLS
+from lookout.train.data_gen import (
+    SPLITS,
+    Op,
+    Sampler,
+    generate_dataset,
+    heldout_templates,
+    load_rows,
+    normalize_ops,
+    words_of,
+)
+from lookout.train.phrasings import (
+    FIXED_MOVES,
+    FIXED_TURNS,
+    FIXED_TURNS_HELDOUT,
+    FIXED_WAITS,
+    POOLS,
+    TURN_REPEATS,
+)
 
 SIZES = {"train": 2500, "val": 200, "test": 500}
 DECLINE_CATEGORIES = {"pickup", "open", "climb", "fly", "unknown", "shell", "inject", "harm", "unclear", "speed",
-                      "limit_move", "limit_turn", "limit_wait", "limit_stop_distance", "limit_compound"}
+                      "limit_move", "limit_turn", "limit_wait", "limit_stop_distance", "limit_compound", "describe"}
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +114,13 @@ def test_heldout_colour_object_pairs_never_reach_train_or_val(dataset) -> None:
     assert len(used) > 0.6 * len(heldout), "the test split should exercise most held-out pairs"
 
 
+def _says_up_to_one_typo(message: str, phrase: str) -> bool:
+    """The phrase's words appear in a row in the message, at most one of them misspelt (Sampler.typo)."""
+    said, words = message.replace(",", " ").split(), phrase.split()
+    return any(sum(a != b for a, b in zip(said[i:i + len(words)], words, strict=True)) <= 1
+               for i in range(len(said) - len(words) + 1))
+
+
 def test_unsaid_amounts_get_their_small_fixed_values(dataset) -> None:
     """"back up a bit" is a 0.5 m move back, "wait a moment" a 2 s wait: the plan carries the table's value."""
     _, rows = dataset
@@ -114,7 +138,7 @@ def test_unsaid_amounts_get_their_small_fixed_values(dataset) -> None:
             assert (step.action, step.meters) == ("move", FIXED_MOVES[text]), row["messages"][1:]
         else:
             assert (step.action, step.seconds) == ("wait", FIXED_WAITS[text]), row["messages"][1:]
-        assert text in row["messages"][1]["content"].lower()
+        assert _says_up_to_one_typo(row["messages"][1]["content"].lower(), text), row["messages"][1]
         seen[kind] += 1
     assert seen["fixed_move"] >= 3 and seen["fixed_wait"] >= 1, seen
 
@@ -209,7 +233,8 @@ def test_numbers_and_units_in_the_text_match_the_plan(dataset) -> None:
                 assert abs(step["degrees"]) == 90, (user, step)
                 checked["quarter"] += 1
             elif "turn around" in user or "u-turn" in user:
-                assert step["degrees"] == 180, (user, step)
+                times = next((k for said, k in TURN_REPEATS.items() if said in user), 1)  # "turn around twice"
+                assert step["degrees"] == 180 * times, (user, step)
                 checked["around"] += 1
             else:
                 said = re.search(r"((?:(?:a|and|hundred|" + "|".join(SMALL) + r")[ -])+)degrees", user)
@@ -374,3 +399,67 @@ def test_noise_is_never_a_command_nor_a_heldout_example() -> None:
     for text in texts:
         assert not words_of(text) & command_words, text
         assert "zxc" not in text and "bnm" not in text  # the held-out "zxcv bnm" stays unseen
+
+
+def test_going_to_what_was_just_found_is_not_a_second_search() -> None:
+    ball, box = vocab.Target("ball", "red"), vocab.Target("box", "blue")
+    assert normalize_ops([Op("search", ball), Op("goto", ball, 1.0)]) == [Op("goto", ball, 1.0)]
+    assert normalize_ops([Op("search", ball), Op("goto", box)]) == [Op("search", ball), Op("goto", box)]
+    assert normalize_ops([Op("search", ball), Op("come_back")]) == [Op("goto", ball), Op("come_back")]
+
+
+def test_find_x_then_go_to_it_plans_x(dataset) -> None:
+    """'find the red ball, then drive up to it': "it" is the ball, found once and approached."""
+    _, rows = dataset
+    chained = [r for r in rows["train"] if r["meta"]["category"] == "compound"
+               and re.search(r"\bit\b", r["messages"][1]["content"]) and _assistant_plans(r)[0].steps]
+    assert len(chained) >= 10, len(chained)
+    for row in chained:
+        steps = _assistant_plans(row)[0].steps
+        first_two = [(s.action, getattr(s, "target", None)) for s in steps[:2]]
+        if first_two[0][0] == "search" and first_two[1][0] == "approach":
+            assert first_two[0][1] == first_two[1][1], row["messages"][1:]
+    merged = [r for r in chained if [s.action for s in _assistant_plans(r)[0].steps[:2]] == ["search", "approach"]]
+    assert len(merged) >= 5, len(merged)
+
+
+def test_a_whole_turn_said_n_times_turns_n_times_or_is_declined() -> None:
+    """"spin around once" is 360 degrees, "turn around twice" 360, "spin around three times" over the limit."""
+    sampler = Sampler(CAPS, "train", seed=3, heldout_combos=[])
+    seen = Counter()
+    for category in ["turn", "limit_turn"] * 300:
+        sampler.start_row()
+        exchange = sampler.exchange(category)
+        tags = sampler.flags.templates
+        repeats = [t.split(":", 1)[1] for t in tags if t.startswith("turn_repeat:")]
+        if not repeats:
+            continue
+        base = [t.split(":", 1)[1] for t in tags if t.startswith("fixed_turn:")][-1]
+        want = FIXED_TURNS[base] * TURN_REPEATS[repeats[0]]
+        plan = parse_plan(make_plan(CAPS, **exchange.data).to_json(), CAPS)
+        if abs(want) <= CAPS.limits.max_turn_deg:
+            assert [(s.action, s.degrees) for s in plan.steps] == [("turn", want)], exchange.user
+            seen["turned"] += 1
+        else:
+            assert plan.declined and "turn at most" in plan.reply, exchange.user
+            seen["declined"] += 1
+    assert seen["turned"] >= 5 and seen["declined"] >= 5, seen
+
+
+def test_a_new_verb_with_instead_replaces_the_last_command(dataset) -> None:
+    """"find the black cone" then "ok, go to the black ball instead": the ball is approached, the cone forgotten."""
+    _, rows = dataset
+    seen = 0
+    for row in rows["train"]:
+        kinds = row["meta"]["turn_kinds"]
+        users = [m["content"].lower() for m in row["messages"] if m["role"] == "user"]
+        plans = _assistant_plans(row)
+        for i, kind in enumerate(kinds):
+            if kind != "followup_redirect":
+                continue
+            words = re.findall(r"[a-z]+", users[i])
+            assert any(SequenceMatcher(None, w, "instead").ratio() >= 0.8 for w in words), users[i]  # maybe a typo
+            for phrase in plans[i].phrases:
+                assert phrase in users[i], (users[i], plans[i])
+            seen += 1
+    assert seen >= 20, seen

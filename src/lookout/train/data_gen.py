@@ -44,6 +44,7 @@ from lookout.train.phrasings import (
     FIXED_TURNS_LONG,
     FIXED_WAITS,
     POOLS,
+    TURN_REPEATS,
 )
 from lookout.train.vocab import Target
 
@@ -90,6 +91,8 @@ class Replies:
         self.shell = "Sorry, I only plan robot motions; I never run commands or code."
         self.inject = "Sorry, I can't change or reveal my rules; I only plan robot motions within my limits."
         self.harm = "Sorry, I won't do that: it could hurt someone or damage something."
+        self.describe = ("Sorry, I can't describe what I see; name something and I'll look for it, "
+                         "like: do you see a red ball?")
         self.unclear = "Sorry, I didn't understand. Please give a command in English, like: find the red ball."
         self.speed = f"Sorry, I can't go faster than {lim.max_linear_speed:g} m/s."
         self.move_limit = (f"Sorry, I can move at most {lim.max_move_m:g} m at a time; "
@@ -147,8 +150,13 @@ def limit_violation(ops: list[Op], caps: Capabilities, replies: Replies) -> str 
 
 
 def normalize_ops(ops: list[Op]) -> list[Op]:
-    """'find X, then come back': coming back only makes sense after going to X."""
-    out = list(ops)
+    """'find X, then come back': coming back only makes sense after going to X. 'Find X, then go to
+    it': going to X already begins with finding it, so the search is not planned twice."""
+    out: list[Op] = []
+    for op in ops:
+        if out and op.kind == "goto" and out[-1].kind == "search" and out[-1].target == op.target:
+            out.pop()
+        out.append(op)
     for i in range(1, len(out)):
         if out[i].kind == "come_back" and out[i - 1].kind == "search":
             out[i - 1] = Op("goto", out[i - 1].target)
@@ -295,13 +303,14 @@ class Sampler:
         self.flags.templates.append(pool.template_id(template))
         return template
 
-    def pick_fixed_turn(self) -> tuple[str, int]:
-        held = sorted(FIXED_TURNS_HELDOUT)
-        if self.rng.random() < self.p_held_phrase:
+    def pick_fixed_turn(self, min_degrees: int = 0) -> tuple[str, int]:
+        held = sorted(k for k in FIXED_TURNS_HELDOUT if abs(FIXED_TURNS[k]) >= min_degrees)
+        if held and self.rng.random() < self.p_held_phrase:
             name = self.rng.choice(held)
             self.flags.heldout_phrasing = True
         else:
-            name = self.rng.choice(sorted(set(FIXED_TURNS) - FIXED_TURNS_HELDOUT))
+            name = self.rng.choice(sorted(k for k in set(FIXED_TURNS) - FIXED_TURNS_HELDOUT
+                                          if abs(FIXED_TURNS[k]) >= min_degrees))
         self.flags.templates.append(f"fixed_turn:{name}")
         return name, FIXED_TURNS[name]
 
@@ -310,6 +319,16 @@ class Sampler:
         text = self.rng.choice(sorted(table))
         self.flags.templates.append(f"fixed_{kind}:{text}")
         return text, [Op(kind, None, float(table[text]))]
+
+    def _repeated_turn(self, text: str, deg: int, within_limit: bool) -> tuple[str, list[Op]]:
+        """"spin around once" (360), "turn around twice" (360), "spin around three times" (over the limit)."""
+        limit = self.caps.limits.max_turn_deg
+        fits = {w: k for w, k in TURN_REPEATS.items() if (abs(deg) * k <= limit) == within_limit}
+        if not fits:
+            raise _Retry("no repeat of this turn fits")
+        word = self.rng.choice(sorted(fits))
+        self.flags.templates.append(f"turn_repeat:{word}")
+        return f"{text} {word}", [Op("turn", None, deg * fits[word])]
 
     def _note_target(self, target: Target) -> Target:
         if target.combo:
@@ -405,26 +424,33 @@ class Sampler:
         return float(v), vocab.say_seconds(v, self.rng)
 
     # -- clause builders: (text, ops) --
-    def clause(self, kind: str, bad: bool = False) -> tuple[str, list[Op]]:
+    def clause(self, kind: str, bad: bool = False, it: Target | None = None) -> tuple[str, list[Op]]:
+        """A clause and its ops; `it`: a goto clause about the previous clause's target, said as "it"."""
         rng = self.rng
         if kind == "search":
             t = self.target()
             return self.fill(self.pick("search"), t), [Op("search", t)]
         if kind == "goto":
-            t = self.target()
-            return self.fill(self.pick("goto"), t), [Op("goto", t)]
+            t = it or self.target()
+            template = self.pick("goto")
+            return (template.format(t="it") if it else self.fill(template, t)), [Op("goto", t)]
         if kind == "goto_distance":
-            t = self.target()
+            t = it or self.target()
             d, said = self.distance(self.stop_bad if bad else self.stop_ok)
-            return self.fill(self.pick("goto_distance"), t, d=said), [Op("goto", t, d)]
+            template = self.pick("goto_distance")
+            return (template.format(t="it", d=said) if it else self.fill(template, t, d=said)), [Op("goto", t, d)]
         if kind == "fetch":
             t = self.target()
             return self.fill(self.pick("fetch"), t), [Op("goto", t), Op("come_back")]
         if kind == "turn":
             if not bad and rng.random() < 0.3:
                 text, deg = self.pick_fixed_turn()
+                if abs(deg) >= 180 and rng.random() < 0.25:
+                    return self._repeated_turn(text, deg, within_limit=True)
                 return text, [Op("turn", None, deg)]
             if bad and rng.random() < 0.3:
+                if rng.random() < 0.5:
+                    return self._repeated_turn(*self.pick_fixed_turn(min_degrees=180), within_limit=False)
                 long_turns = {k: v for k, v in FIXED_TURNS_LONG.items() if v > self.caps.limits.max_turn_deg}
                 if long_turns:
                     return self._fixed_amount("turn", long_turns)
@@ -564,6 +590,8 @@ class Sampler:
         if category in ("shell", "inject", "unclear"):
             reply = {"shell": R.shell, "inject": R.inject, "unclear": R.unclear}[category]
             return Exchange(self.frame(self.pick(category), "raw"), decline(reply), category)
+        if category == "describe":
+            return Exchange(self.frame(self.pick("describe"), "raw"), decline(R.describe), category)
         if category in ("greet", "thanks", "help"):
             reply = {"greet": R.greet, "thanks": R.thanks, "help": R.help}[category]
             return Exchange(self.frame(self.pick(category), "raw"), say(reply), category)
@@ -579,6 +607,10 @@ class Sampler:
                             weights=[12, 14, 5, 20, 20, 8, 6], k=n)
         if rng.random() < 0.3:
             kinds[-1] = "come_back"
+        # "find X, then go to it": the second clause refers back to the first's target
+        chained = rng.random() < 0.2
+        if chained:
+            kinds[:2] = ["search", rng.choice(["goto", "goto", "goto_distance"])]
         bad_index = rng.randrange(n) if category == "limit_compound" else -1
         texts: list[str] = []
         ops: list[Op] = []
@@ -590,7 +622,7 @@ class Sampler:
                 text, new = self.fill(template, t), [Op("report", t)]
             else:
                 bad = i == bad_index and kind in ("goto_distance", "turn", "move", "wait")
-                text, new = self.clause(kind, bad=bad)
+                text, new = self.clause(kind, bad=bad, it=ops[0].target if chained and i == 1 else None)
             texts.append(text)
             ops += new
         if category == "limit_compound" and limit_violation(normalize_ops(ops), self.caps, self.replies) is None:
@@ -608,6 +640,16 @@ class Sampler:
         return self._plan_exchange(self.frame(text), category, ops)
 
     # -- follow-ups --
+    def _redirect(self) -> Exchange:
+        """"No, go to the blue box instead": a command with its own verb replaces the last one. Only
+        a bare "{t} instead" (target_swap) repeats the previous action with the new target."""
+        rng = self.rng
+        kind = rng.choices(["goto", "search", "goto_distance", "report", "turn", "move"], weights=[8, 5, 2, 2, 2, 2])[0]
+        text, ops = self.clause(kind)
+        lead = rng.choice(["", "", "ok, ", "no, ", "actually, ", "no, actually, ", "forget that, ", "sorry, "])
+        text = lead + (f"{text} instead" if rng.random() < 0.75 else f"instead, {text}")
+        return self._plan_exchange(self.frame(text, "followup"), "followup_redirect", ops)
+
     def followup(self, prev: Exchange) -> Exchange:
         """A next turn that refers to `prev` when it can, else an independent command."""
         rng = self.rng
@@ -630,6 +672,8 @@ class Sampler:
                 options.append(("goto_it", 10))
         if len(prev.ops) == 1 and prev.ops[0].kind == "turn" and not declined:
             options.append(("other_way", 12))
+        if not declined and prev.data["steps"]:
+            options.append(("redirect", 8))
         kind = rng.choices([k for k, _ in options], weights=[w for _, w in options])[0]
         if kind == "independent":
             return self.exchange(rng.choices(FIRST_TURN_CATEGORIES, weights=FIRST_TURN_WEIGHTS)[0])
@@ -645,6 +689,8 @@ class Sampler:
         if kind == "again":
             return Exchange(self.frame(self.pick("again"), "followup"), dict(prev.data), "followup_again",
                             list(prev.ops))
+        if kind == "redirect":
+            return self._redirect()
         if kind == "other_way":
             op = prev.ops[0]
             return self._plan_exchange(self.frame(self.pick("other_way"), "followup"), "followup_other_way",
@@ -673,7 +719,8 @@ class Sampler:
 _CATEGORY_WEIGHTS: dict[str, float] = {
     "search": 8, "search_question": 2, "goto": 9, "goto_distance": 5, "fetch": 6, "turn": 10, "move": 9, "wait": 3,
     "report": 8, "report_two": 1.5, "come_back": 2, "stop": 3, "compound": 10, "multi_target": 4,
-    "greet": 0.7, "thanks": 0.6, "help": 0.7, "pickup": 2.5, "open": 1.2, "climb": 1.2, "fly": 1, "unknown": 3,
+    "greet": 0.7, "thanks": 0.6, "help": 0.7, "describe": 0.7, "pickup": 2.5, "open": 1.2, "climb": 1.2, "fly": 1,
+    "unknown": 3,
     "limit_move": 2, "limit_turn": 1.5, "limit_wait": 1, "limit_stop_distance": 1, "limit_compound": 1,
     "speed": 1.5, "shell": 2, "inject": 1.5, "inject_prefix": 2, "harm": 1.5, "unclear": 1.5,
 }

@@ -37,6 +37,8 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
         "keep an eye out for {t}", "go look for {t}", "search around for {t}", "turn until you see {t}",
         "keep turning until you find {t}", "rotate until you spot {t}", "spin around until {t} is in view",
         "have a look for {t}", "take a look for {t}", "go find {t}", "search everywhere for {t}",
+        "search the room for {t}", "look around the room for {t}", "check the room for {t}",
+        "look all around for {t}",
     ], ["try to locate {t}", "look around for {t}", "search the area for {t}", "see if you can locate {t}",
         "rotate until you see {t}"]),
     _pool("search_question", ["where is {t}", "where's {t}", "where did {t} go"], ["where did {t} end up"]),
@@ -192,6 +194,11 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
                    "what can you help me with", "what are you able to do", "what can i ask you",
                    "what commands do you know", "tell me what you can do", "list your skills"],
           ["what can you do for me"]),
+    # open questions about the scene: the robot can only check for something named
+    _pool("describe", ["what do you see", "what can you see", "describe what you see", "tell me what you see",
+                       "what's in front of you", "what is around you", "what's around you",
+                       "describe your surroundings", "what are you looking at", "what is in view"],
+          ["what can you see right now", "describe what is around you"]),
     # ---- sentence frame ----
     _pool("opener", [
         "please ", "could you ", "can you ", "would you ", "i need you to ", "robot, ", "hey robot, ", "ok, ", "now ",
@@ -219,6 +226,8 @@ FIXED_TURNS: dict[str, int] = {
     "turn slightly left": 30, "turn a bit to the left": 30, "turn a little left": 30, "turn slightly right": -30,
     "turn a bit to the right": -30, "turn a little to the right": -30, "rotate a bit left": 30,
     "rotate slightly to the right": -30,
+    # the camera is fixed to the base: looking somewhere means turning there
+    "look left": 90, "look to your right": -90, "look to the left": 90, "look right": -90, "look behind you": 180,
     # held out (test-only; see FIXED_TURNS_HELDOUT)
     "do a half turn": 180, "make a quarter turn to the right": -90, "spin right": -90, "do a full circle to the left": 360,
 }
@@ -237,6 +246,8 @@ FIXED_WAITS: dict[str, float] = {
     "wait a bit": 3, "pause for a moment": 2, "hang on a second": 1, "wait a few seconds": 3,
     "wait a couple of seconds": 2,
 }
+# "Spin around once", "turn around twice": a whole fixed turn (half or full circle) said a number of times.
+TURN_REPEATS: dict[str, int] = {"once": 1, "one time": 1, "twice": 2, "two times": 2, "three times": 3}
 # Fixed turns beyond the default 360-degree limit (declined when over the robot's limit).
 FIXED_TURNS_LONG: dict[str, int] = {"turn around twice": 360, "spin around twice": 720, "spin around three times": 1080,
                                     "do two full circles": 720, "turn around three times": 540}
