@@ -380,11 +380,13 @@ class Sampler:
             art = "an" if first[0] in "aeiou" else "a"
         return f"{art} {first}".strip()
 
-    def fill(self, template: str, t: Target | None = None, t2: Target | None = None, **kw: str) -> str:
+    def fill(self, template: str, t: Target | None = None, t2: Target | None = None, it: bool = False,
+             **kw: str) -> str:
+        """The template with its targets named; `it`: the user refers back to t as "it"."""
         indefinite = template.startswith(("is there", "any sign of")) or " or {t2}" in template
         values = dict(kw)
         if t is not None:
-            values["t"] = self.mention(t, indefinite)
+            values["t"] = "it" if it else self.mention(t, indefinite)
         if t2 is not None:
             values["t2"] = self.mention(t2, indefinite)
         return template.format(**values)
@@ -432,13 +434,11 @@ class Sampler:
             return self.fill(self.pick("search"), t), [Op("search", t)]
         if kind == "goto":
             t = it or self.target()
-            template = self.pick("goto")
-            return (template.format(t="it") if it else self.fill(template, t)), [Op("goto", t)]
+            return self.fill(self.pick("goto"), t, it=it is not None), [Op("goto", t)]
         if kind == "goto_distance":
             t = it or self.target()
             d, said = self.distance(self.stop_bad if bad else self.stop_ok)
-            template = self.pick("goto_distance")
-            return (template.format(t="it", d=said) if it else self.fill(template, t, d=said)), [Op("goto", t, d)]
+            return self.fill(self.pick("goto_distance"), t, it=it is not None, d=said), [Op("goto", t, d)]
         if kind == "fetch":
             t = self.target()
             return self.fill(self.pick("fetch"), t), [Op("goto", t), Op("come_back")]
