@@ -20,6 +20,22 @@ def test_commands_are_cleaned_and_truncated():
     assert sanitize_command("", 50).text == ""
 
 
+@pytest.mark.parametrize(("said", "read"), [
+    ("FIND THE RED BALL!", "Find the red ball!"),
+    ("Go To The Blue Cube And Stop There", "Go to the blue cube and stop there"),
+    ("  TURN LEFT 45 DEGREES", "Turn left 45 degrees"),
+    ("Move Back 0.5m Please", "Move back 0.5m please"),
+    ("\"GO\" NOW", "\"Go\" now"),
+    # any other mix of cases is the user's own and stays
+    ("Find the red ball", "Find the red ball"),
+    ("find the TV remote", "find the TV remote"),
+    ("OK", "OK"),
+    ("Robot, find the Red Ball", "Robot, find the Red Ball"),
+])
+def test_shouted_and_title_case_commands_are_read_in_sentence_case(said, read):
+    assert sanitize_command(said, 100).text == read
+
+
 @pytest.mark.parametrize("text", ["stop", "STOP!", "please stop now", "halt", "stop moving", "Stopp", "cancel",
                                   "just stop", "ok, just stop.", "No, stop right there!", "hey robot stop",
                                   "stop it already", "freeze right here"])

@@ -9,6 +9,7 @@ words are recognised here and never wait for a plan.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from dataclasses import dataclass
 
@@ -34,12 +35,31 @@ class CleanCommand:
     original_chars: int
 
 
+def fold_case(text: str) -> str:
+    """SHOUTED or Title Case text in sentence case ("GO TO THE RED BALL" -> "Go to the red ball").
+
+    Such casing says nothing about the robot's task (plans name objects in lower case), and a small
+    model sees those words as different tokens, so the planner reads every command in one casing.
+    Text with any other mix of cases is left as it is.
+    """
+    words = [w.lstrip(string.punctuation) for w in text.split() if any(c.isalpha() for c in w)]
+    if len(words) < 2:
+        return text
+    shouted = all(w == w.upper() for w in words)
+    titled = all(w[0].isupper() for w in words if w[:1].isalpha())  # not "0.5m"
+    if not (shouted or titled):
+        return text
+    lower = text.lower()
+    first = next(i for i, c in enumerate(lower) if c.isalpha())
+    return lower[:first] + lower[first].upper() + lower[first + 1:]
+
+
 def sanitize_command(text: str, max_chars: int) -> CleanCommand:
-    """NFKC-normalise, turn control/format characters into spaces, collapse spaces, truncate."""
+    """NFKC-normalise, turn control/format characters into spaces, collapse spaces, fold shouting, truncate."""
     raw = text if isinstance(text, str) else str(text)
     norm = unicodedata.normalize("NFKC", raw[: max_chars * 4])  # bound the work on huge inputs
     chars = [" " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else c for c in norm]
-    clean = re.sub(r"\s+", " ", "".join(chars)).strip()
+    clean = fold_case(re.sub(r"\s+", " ", "".join(chars)).strip())
     truncated = len(clean) > max_chars or len(raw) > max_chars * 4
     if len(clean) > max_chars:
         clean = clean[:max_chars].rstrip()

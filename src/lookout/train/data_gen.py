@@ -240,6 +240,21 @@ PROTECTED_WORDS = frozenset(
 )
 
 
+# Single words that name an object or its colour (what a plan copies).
+TARGET_WORDS = frozenset({*vocab.COLOURS, *" ".join(vocab.COLOURED_NOUNS + vocab.PLAIN_NOUNS).split()})
+
+
+def _slip(word: str, rng: random.Random) -> str:
+    """One slip of the keyboard inside a word (not its first or last letter): a swap, a drop or a double."""
+    j = rng.randrange(1, len(word) - 1)
+    op = rng.choice(["swap", "drop", "double"])
+    if op == "swap":
+        return word[:j] + word[j + 1] + word[j] + word[j + 2:]
+    if op == "drop":
+        return word[:j] + word[j + 1:]
+    return word[:j] + word[j] + word[j:]
+
+
 MASH_ROWS = ("qwertyuiop", "asdfghjkl", "poiuytrewq", "lkjhgfdsa")
 CONSONANTS = "bcdfghjklmnprstvwz"
 VOWELS = "aeiou"
@@ -503,7 +518,9 @@ class Sampler:
             text = text[:1].upper() + text[1:]
         if style != "raw" and rng.random() < 0.12:
             text = self.typo(text)
-        return text
+        if style != "raw" and rng.random() < 0.04:  # after `typo`, which would take a slipped word for another
+            text = self.target_typo(text)
+        return text  # SHOUTED and Title Case commands reach the model in sentence case (commands.fold_case)
 
     def typo(self, text: str) -> str:
         """One slip of the keyboard in a word whose meaning the plan does not copy."""
@@ -513,17 +530,27 @@ class Sampler:
         if not candidates:
             return text
         i = self.rng.choice(candidates)
-        w = words[i]
-        j = self.rng.randrange(1, len(w) - 1)
-        op = self.rng.choice(["swap", "drop", "double"])
-        if op == "swap":
-            w = w[:j] + w[j + 1] + w[j] + w[j + 2:]
-        elif op == "drop":
-            w = w[:j] + w[j + 1:]
-        else:
-            w = w[:j] + w[j] + w[j:]
-        words[i] = w
+        words[i] = _slip(words[i], self.rng)
         return " ".join(words)
+
+    def target_typo(self, text: str) -> str:
+        """One slip in a colour or object word: the plan still names the object rightly ("grene" -> "green").
+
+        The slip never makes another word the robot knows nor one under four letters, so the grounding
+        check (one slip allowed in words of four letters or more) accepts the plan's spelling.
+        """
+        words = text.split(" ")
+        candidates = [i for i, w in enumerate(words) if len(w) >= 4 and w.lower() in TARGET_WORDS]
+        if not candidates:
+            return text
+        i = self.rng.choice(candidates)
+        for _ in range(4):
+            w = _slip(words[i], self.rng)
+            if len(w) >= 4 and w.lower() not in PROTECTED_WORDS and w.lower() not in _known_words():
+                words[i] = w
+                self.flags.templates.append("target_typo")
+                return " ".join(words)
+        return text
 
     # -- categories --
     def exchange(self, category: str) -> Exchange:
@@ -570,10 +597,12 @@ class Sampler:
             text, ops = self.clause(inner, bad=rng.random() < 0.25)
             return self._plan_exchange(self.frame(self.pick("inject_prefix") + text, "raw"), category, ops)
         if category == "speed":
+            template = self.pick("speed")
             v = rng.choice(self.speed_bad)
             said = rng.choice([f"{v:g} m/s", f"{v:g} meters per second", f"{vocab.number_words(int(v))} meters per second",
                                f"{v:g} metres per second"])
-            template = self.pick("speed")
+            if "{v}" in template and rng.random() < 0.35:
+                said = self.pick("speed_words")
             t = self.target() if "{t}" in template else None
             return Exchange(self.frame(self.fill(template, t, v=said)), decline(R.speed), category)
         if category in ("pickup", "open", "climb", "fly", "unknown", "harm"):
