@@ -45,6 +45,21 @@ def test_every_cpu_nf4_layer_computes_with_the_reference_weights_after_repair(in
     assert ((y - exact).norm() / exact.norm()).item() < NF4_REL_ERROR
 
 
+def test_inference_mode_computes_in_the_layers_compute_dtype_on_every_cpu() -> None:
+    """bitsandbytes' AVX512-BF16 path would repack the weights and multiply in bfloat16 (eval, no grad)."""
+    layer, _ = _quantized(128, 64, seed=1)
+    model = torch.nn.Sequential(layer)
+    repair_cpu_nf4(model)
+    model.eval()
+    x = torch.randn(5, 128)
+    with torch.no_grad():
+        first, second = model(x), model(x)
+        ref = x @ dequantize_nf4_reference(layer.weight.data, layer.weight.quant_state).float().T + layer.bias
+    torch.testing.assert_close(first, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(first, second)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+
+
 def test_layers_bitsandbytes_gets_right_keep_its_forward() -> None:
     layer, _ = _quantized(128, 64, seed=0)
     assert repair_cpu_nf4(torch.nn.Sequential(layer)) == []

@@ -123,6 +123,8 @@ def test_adapter_saved_from_patched_model_loads_on_an_unpatched_model(make_model
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from lookout.agent.nf4_cpu import repair_cpu_nf4
+
     model, tok = make_model()
     with torch.no_grad():  # make the adapter non-trivial (lora_B starts at zero)
         for n, p in model.named_parameters():
@@ -135,6 +137,7 @@ def test_adapter_saved_from_patched_model_loads_on_an_unpatched_model(make_model
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(tiny_base, quantization_config=quant, device_map={"": "cpu"})
+    repair_cpu_nf4(base)  # as the planner loads it: fp32 math on every CPU (not bitsandbytes' bf16 path)
     loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
     assert not is_patched(loaded)
     batch = _batch(tok, conversations)

@@ -7,6 +7,11 @@ trainer never sees it: its fused LoRA kernels dequantize with `lookout_kernels.n
 bit-exact with bitsandbytes on CUDA. So on the CPU every `Linear4bit` is checked once at load time
 against that reference, and the layers that disagree compute with the reference dequantization:
 the planner then runs the same 4-bit weights, with the same math, that its adapter was trained on.
+
+On CPUs with AVX512-BF16, bitsandbytes also repacks a layer's weights at its first inference-mode
+call and from then on multiplies in bfloat16, whatever the compute dtype asked for (errors ~1e-3 on
+logits, and the result depends on which CPU ran it and on whether the layer had run before). The
+repair turns that path off, so plans and tests are the same on every CPU.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ def repair_cpu_nf4(model: torch.nn.Module) -> list[str]:
             state = getattr(module.weight, "quant_state", None)
             if state is None or getattr(state, "quant_type", "nf4") != "nf4":
                 continue
+            if getattr(state, "packing_format_for_cpu", False):
+                raise RuntimeError(f"{name}: repair_cpu_nf4 must run before the model's first forward pass "
+                                   "(bitsandbytes has already repacked this layer for bfloat16)")
+            module.support_avx512bf16_for_cpu = False  # compute in the layer's own compute dtype
             ours = dequantize_nf4(module.weight.data, state).float()
             theirs = dequantize_4bit(module.weight.data, state).float()
             if torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6):
