@@ -83,6 +83,21 @@ def test_approach_stops_at_the_stop_distance_from_box_size():
     assert within_limits(outs)
 
 
+def test_approach_ends_facing_the_target():
+    """Already at the stop distance but 18 degrees off: it turns to face the cup before it says it arrived."""
+    angle = math.radians(18.0)
+    world = World([Thing("red cup", 0.52 * math.cos(angle), 0.52 * math.sin(angle), height=0.1)])
+    ex = executor(perception={"object_heights_m": {"cup": 0.1}})
+    ex.start(plan(APPROACH_CUP, phrases=["red cup"]), 0.0)
+    outs, _ = run(ex, world)
+    assert outs[-1].state == SUCCEEDED, outs[-1].reply
+    cup = world.things[0]
+    bearing = math.degrees(math.atan2(cup.y - world.y, cup.x - world.x) - world.yaw)
+    assert abs(bearing) <= ex.cfg.control.arrive_facing_deg + 1.0, bearing
+    assert any("turning to face it" in o.feedback.message for o in outs)
+    assert abs(world.distance_to("red cup") - 0.5) < 0.1 and within_limits(outs)
+
+
 def test_approach_uses_depth_when_given():
     # The height prior is wrong (0.3 m for a 0.1 m cup): with depth the robot still stops right.
     world = World([Thing("red cup", 2.5, 0.0, height=0.1)])

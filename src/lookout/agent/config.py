@@ -83,6 +83,8 @@ class ControlConfig(_Section):
                                           "error is larger than this")
     distance_gain: float = Field(0.8, gt=0, description="m/s per m of distance error")
     distance_tolerance_m: float = Field(0.03, gt=0, description="Approach ends within this of the stop distance")
+    arrive_facing_deg: float = Field(12.0, gt=0, le=90, description="... and facing the target within this "
+                                     "bearing (at the stop distance it turns in place until it does)")
     turn_gain: float = Field(1.5, gt=0, description="rad/s per rad of heading error")
     turn_tolerance_deg: float = Field(3.0, gt=0, description="Turn ends within this heading error")
     move_gain: float = Field(1.0, gt=0, description="m/s per m of remaining distance")

@@ -482,6 +482,10 @@ class Executor:
         error = distance - step.stop_distance_m
         frame = self._new_frames()
         if error <= ctl.distance_tolerance_m:
+            if abs(bearing) > math.radians(ctl.arrive_facing_deg):  # arrived means facing it, too
+                run.consecutive = 0
+                speed = self._speed(ctl.yaw_gain * bearing, ctl.min_angular_speed, self.caps.limits.max_angular_speed)
+                return Velocity(0.0, speed), "running", f"at the {step.target}, turning to face it"
             if frame is not None:
                 run.consecutive += 1
             if run.consecutive >= 2:
