@@ -222,6 +222,26 @@ def test_a_plan_for_an_object_nobody_named_becomes_a_question(scripted_planner, 
     assert lax.plan("um").plan.phrases == ["ball"]
 
 
+def test_a_regrounded_plan_whose_reply_names_the_rejected_object_becomes_a_question(scripted_planner, monkeypatch):
+    """"look for my keys" planned as the plant; the re-decode searches for the keys but its free-text reply
+    still says "plant": the user would be told the wrong thing, so the planner asks instead."""
+    def plan(reply: str, phrase: str) -> str:
+        return (f'{{"reply":"{reply}","phrases":["{phrase}"],"steps":[{{"action":"search","target":"{phrase}"}}],'
+                '"declined":false}')
+
+    first = plan("Looking for the plant.", "plant")
+    for second, kept in ((plan("Looking for the plant.", "keys"), False), (plan("Looking for the keys.", "keys"), True)):
+        texts = iter([first, second])
+        monkeypatch.setattr(scripted_planner, "decode_text", lambda ids, texts=texts: next(texts))
+        result = scripted_planner.plan("look for my keys")
+        assert result.ungrounded == ("plant",)
+        assert result.regrounded is kept
+        if kept:
+            assert result.plan.phrases == ["keys"] and result.plan.steps
+        else:
+            assert result.plan.declined and not result.plan.steps and '"plant"' in result.plan.reply
+
+
 def test_masked_choice_gives_the_greedy_token_and_its_probability_among_the_allowed():
     from lookout.agent.decoding import masked_choice
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -340,7 +341,7 @@ class Planner:
             ungrounded = ungrounded_phrases(_targets(plan), clean.text, seen)
             if ungrounded:
                 first_raw = raw
-                plan, raw, confidence = self._regrounded(prompt, clean.text, seen, should_abort)
+                plan, raw, confidence = self._regrounded(prompt, clean.text, seen, should_abort, ungrounded)
                 regrounded = plan is not None
                 log.warning("plan for %r names %s, which the conversation never did: %s", clean.text[:80],
                             ungrounded, "re-decoded under grounded phrases" if regrounded else "asking again")
@@ -362,9 +363,12 @@ class Planner:
                           first_raw_text=first_raw, confidence=confidence, unsure=unsure)
 
     def _regrounded(self, prompt: list[int], command: str, history: Sequence[Turn],
-                    should_abort: Callable[[], bool] | None) -> tuple[PlanBase | None, str, float]:
+                    should_abort: Callable[[], bool] | None,
+                    rejected: Sequence[str] = ()) -> tuple[PlanBase | None, str, float]:
         """Decode again with every phrase restricted to `grounded_candidates`; (plan or None, its text,
-        the decode's confidence)."""
+        the decode's confidence). The reply is free text, so a reply that still names a `rejected`
+        phrase ("Looking for the plant." over a search for the keys) would tell the user the wrong
+        thing: such a plan is None too, and the planner asks."""
         if not self.constrained:
             return None, "", 1.0
         limit = self.grammar.rules.max_chars.get(b"phrase") or 200
@@ -378,7 +382,15 @@ class Planner:
             plan = parse_plan(raw, self.caps)
         except PlanError:
             return None, raw, confidence
-        return (None if ungrounded_phrases(_targets(plan), command, history) else plan), raw, confidence
+        if ungrounded_phrases(_targets(plan), command, history) or _names_any(plan.reply, rejected):
+            return None, raw, confidence
+        return plan, raw, confidence
+
+
+def _names_any(text: str, phrases: Sequence[str]) -> bool:
+    """Whether `text` contains one of `phrases` as whole words (case-insensitive)."""
+    folded = text.casefold()
+    return any(re.search(rf"(?<!\w){re.escape(p.casefold())}(?!\w)", folded) for p in phrases if p.strip())
 
 
 def _targets(plan: PlanBase) -> list[str]:
