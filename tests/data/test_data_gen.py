@@ -39,7 +39,7 @@ from lookout.train.phrasings import (
 
 SIZES = {"train": 2500, "val": 200, "test": 500}
 DECLINE_CATEGORIES = {"pickup", "open", "climb", "fly", "unknown", "shell", "inject", "harm", "unclear", "speed",
-                      "limit_move", "limit_turn", "limit_wait", "limit_stop_distance", "limit_compound", "describe"}
+                      "limit_move", "limit_turn", "limit_wait", "limit_stop_distance", "limit_compound", "describe", "place"}
 
 
 @pytest.fixture(scope="session")
@@ -506,3 +506,36 @@ def test_asking_for_top_speed_without_a_number_is_declined() -> None:
         assert plan.declined and not plan.steps and f"{CAPS.limits.max_linear_speed:g} m/s" in plan.reply
         unnumbered += not re.search(r"\d|per second", exchange.user.lower())
     assert unnumbered >= 60, unnumbered
+
+
+def test_a_place_named_instead_of_an_object_is_declined_with_a_way_to_ask() -> None:
+    """"go to the kitchen": the robot goes to objects it can see, not to rooms by name."""
+    sampler = Sampler(CAPS, "train", seed=9, heldout_combos=[])
+    seen = set()
+    for _ in range(200):
+        sampler.start_row()
+        exchange = sampler.exchange("place")
+        plan = parse_plan(make_plan(CAPS, **exchange.data).to_json(), CAPS)
+        said = exchange.user.lower()
+        place = next((p for p in vocab.PLACES if p in said), None) or next(
+            p for p in vocab.PLACES if _says_up_to_one_typo(said, p))
+        assert plan.declined and not plan.steps and "places by name" in plan.reply, exchange.user
+        seen.add(place)
+    assert seen == set(vocab.PLACES)
+
+
+def test_bring_me_to_goes_there_and_bring_me_declines_carrying(dataset) -> None:
+    _, rows = dataset
+    seen = Counter()
+    for row in rows["train"]:
+        if row["meta"]["turns"] != 1 or row["meta"]["category"] == "place":
+            continue
+        user = row["messages"][1]["content"].lower()
+        plan = _assistant_plans(row)[0]
+        if re.search(r"\b(take|lead|bring|guide) me to\b", user):
+            assert "approach" in plan.actions, (user, plan)
+            seen["to"] += 1
+        elif re.search(r"\bbring me (?!to\b)", user):
+            assert plan.declined and "arm" in plan.reply, (user, plan)
+            seen["carry"] += 1
+    assert seen["to"] >= 5 and seen["carry"] >= 2, seen

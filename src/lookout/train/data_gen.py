@@ -95,6 +95,8 @@ class Replies:
                          "like: do you see a red ball?")
         self.unclear = "Sorry, I didn't understand. Please give a command in English, like: find the red ball."
         self.speed = f"Sorry, I can't go faster than {lim.max_linear_speed:g} m/s."
+        self.place = ("Sorry, I can't go to places by name; name an object there and I'll go to it, "
+                      "like: go to the red ball.")
         self.move_limit = (f"Sorry, I can move at most {lim.max_move_m:g} m at a time; "
                            f"please ask for {lim.max_move_m:g} m or less.")
         self.turn_limit = (f"Sorry, I can turn at most {lim.max_turn_deg} degrees at a time; "
@@ -605,6 +607,9 @@ class Sampler:
                 said = self.pick("speed_words")
             t = self.target() if "{t}" in template else None
             return Exchange(self.frame(self.fill(template, t, v=said)), decline(R.speed), category)
+        if category == "place":
+            return Exchange(self.frame(self.pick("place").format(p=rng.choice(vocab.PLACES))), decline(R.place),
+                            category)
         if category in ("pickup", "open", "climb", "fly", "unknown", "harm"):
             template = self.pick(category)
             t = None
@@ -748,7 +753,7 @@ class Sampler:
 _CATEGORY_WEIGHTS: dict[str, float] = {
     "search": 8, "search_question": 2, "goto": 9, "goto_distance": 5, "fetch": 6, "turn": 10, "move": 9, "wait": 3,
     "report": 8, "report_two": 1.5, "come_back": 2, "stop": 3, "compound": 10, "multi_target": 4,
-    "greet": 0.7, "thanks": 0.6, "help": 0.7, "describe": 0.7, "pickup": 2.5, "open": 1.2, "climb": 1.2, "fly": 1,
+    "greet": 0.7, "thanks": 0.6, "help": 0.7, "describe": 0.7, "pickup": 2.5, "open": 1.2, "climb": 1.2, "fly": 1, "place": 1.2,
     "unknown": 3,
     "limit_move": 2, "limit_turn": 1.5, "limit_wait": 1, "limit_stop_distance": 1, "limit_compound": 1,
     "speed": 1.5, "shell": 2, "inject": 1.5, "inject_prefix": 2, "harm": 1.5, "unclear": 1.5,

@@ -47,7 +47,8 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
         "roll over to {t}", "navigate to {t}", "go up to {t}", "drive up to {t}", "make your way to {t}",
         "go and find {t} and drive to it", "come over to {t}", "end up at {t}", "go near {t}", "head towards {t}",
         "go towards {t}", "drive towards {t}", "move towards {t}", "get close to {t}", "get near {t}",
-        "go up close to {t}",
+        "go up close to {t}", "take me to {t}", "lead me to {t}", "bring me to {t}", "guide me to {t}",
+        "show me the way to {t}",
     ], ["head over to {t}", "drive over to {t}", "navigate over to {t}", "roll up to {t}"]),
     _pool("goto_distance", [
         "go to {t} and stop {d} away", "stop {d} from {t}", "approach {t} and stop {d} away", "get within {d} of {t}",
@@ -146,6 +147,11 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
     _pool("climb", ["climb the stairs", "go upstairs", "go up the stairs", "climb onto the table", "go downstairs",
                     "climb the ladder", "walk up the stairs", "climb over {t}"],
           ["go down the stairs", "climb up the stairs"]),
+    # a room or place named instead of an object ({p}: vocab.PLACES)
+    _pool("place", ["go to the {p}", "drive to the {p}", "head to the {p}", "take me to the {p}", "go into the {p}",
+                    "navigate to the {p}", "find the {p}", "go back to the {p}", "move to the {p}",
+                    "can you go to the {p}"],
+          ["head over to the {p}", "make your way to the {p}"]),
     _pool("fly", ["fly", "fly to {t}", "take off", "hover over {t}", "fly up to the ceiling", "fly around the room",
                   "fly over {t}"], ["fly over to {t}", "take off and fly"]),
     _pool("unknown", [
@@ -198,7 +204,8 @@ POOLS: dict[str, Pool] = {p.name: p for p in [
     _pool("thanks", ["thanks", "thank you", "good job", "well done", "great, thanks", "nice work"], ["thanks a lot"]),
     _pool("help", ["what can you do", "help", "what are your abilities", "how can you help me", "what do you do",
                    "what can you help me with", "what are you able to do", "what can i ask you",
-                   "what commands do you know", "tell me what you can do", "list your skills"],
+                   "what commands do you know", "tell me what you can do", "list your skills", "who are you",
+                   "what's your name", "what are you", "introduce yourself"],
           ["what can you do for me"]),
     # open questions about the scene: the robot can only check for something named
     _pool("describe", ["what do you see", "what can you see", "describe what you see", "tell me what you see",

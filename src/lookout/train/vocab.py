@@ -40,6 +40,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "cone": ("traffic cone",),
     "grey": ("gray",),
 }
+# Places the robot cannot go to by name (it goes to objects it can see); commands naming one are declined.
+PLACES: tuple[str, ...] = ("kitchen", "living room", "bedroom", "bathroom", "office", "garage", "hallway", "garden",
+                           "dining room", "basement", "corridor", "lab")
 # Words people use for a person; the plan names the detector class "person".
 PERSON_WORDS: tuple[str, ...] = ("someone", "somebody", "a person", "a human")
 
