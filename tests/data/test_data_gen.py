@@ -127,6 +127,15 @@ def _says_up_to_one_typo(message: str, phrase: str) -> bool:
     return False
 
 
+def _sampled(categories: list[str], seed: int):
+    """(template tags, exchange, validated plan) for a first turn of each category, from a train Sampler."""
+    sampler = Sampler(CAPS, "train", seed=seed, heldout_combos=[])
+    for category in categories:
+        sampler.start_row()
+        exchange = sampler.exchange(category)
+        yield sampler.flags.templates, exchange, parse_plan(make_plan(CAPS, **exchange.data).to_json(), CAPS)
+
+
 def test_unsaid_amounts_get_their_small_fixed_values(dataset) -> None:
     """"back up a bit" is a 0.5 m move back, "wait a moment" a 2 s wait: the plan carries the table's value."""
     _, rows = dataset
@@ -432,18 +441,13 @@ def test_find_x_then_go_to_it_plans_x(dataset) -> None:
 
 def test_a_whole_turn_said_n_times_turns_n_times_or_is_declined() -> None:
     """"spin around once" is 360 degrees, "turn around twice" 360, "spin around three times" over the limit."""
-    sampler = Sampler(CAPS, "train", seed=3, heldout_combos=[])
     seen = Counter()
-    for category in ["turn", "limit_turn"] * 300:
-        sampler.start_row()
-        exchange = sampler.exchange(category)
-        tags = sampler.flags.templates
+    for tags, exchange, plan in _sampled(["turn", "limit_turn"] * 300, seed=3):
         repeats = [t.split(":", 1)[1] for t in tags if t.startswith("turn_repeat:")]
         if not repeats:
             continue
         base = [t.split(":", 1)[1] for t in tags if t.startswith("fixed_turn:")][-1]
         want = FIXED_TURNS[base] * TURN_REPEATS[repeats[0]]
-        plan = parse_plan(make_plan(CAPS, **exchange.data).to_json(), CAPS)
         if abs(want) <= CAPS.limits.max_turn_deg:
             assert [(s.action, s.degrees) for s in plan.steps] == [("turn", want)], exchange.user
             seen["turned"] += 1
@@ -497,12 +501,8 @@ def test_a_slip_in_a_colour_or_object_word_still_plans_the_object(dataset) -> No
 
 def test_asking_for_top_speed_without_a_number_is_declined() -> None:
     """"drive at full speed", "go as fast as you can": the robot keeps its limit and says it."""
-    sampler = Sampler(CAPS, "train", seed=5, heldout_combos=[])
     unnumbered = 0
-    for _ in range(300):
-        sampler.start_row()
-        exchange = sampler.exchange("speed")
-        plan = parse_plan(make_plan(CAPS, **exchange.data).to_json(), CAPS)
+    for _, exchange, plan in _sampled(["speed"] * 300, seed=5):
         assert plan.declined and not plan.steps and f"{CAPS.limits.max_linear_speed:g} m/s" in plan.reply
         unnumbered += not re.search(r"\d|per second", exchange.user.lower())
     assert unnumbered >= 60, unnumbered
@@ -510,12 +510,8 @@ def test_asking_for_top_speed_without_a_number_is_declined() -> None:
 
 def test_a_place_named_instead_of_an_object_is_declined_with_a_way_to_ask() -> None:
     """"go to the kitchen": the robot goes to objects it can see, not to rooms by name."""
-    sampler = Sampler(CAPS, "train", seed=9, heldout_combos=[])
     seen = set()
-    for _ in range(200):
-        sampler.start_row()
-        exchange = sampler.exchange("place")
-        plan = parse_plan(make_plan(CAPS, **exchange.data).to_json(), CAPS)
+    for _, exchange, plan in _sampled(["place"] * 200, seed=9):
         said = exchange.user.lower()
         place = next((p for p in vocab.PLACES if p in said), None) or next(
             p for p in vocab.PLACES if _says_up_to_one_typo(said, p))

@@ -234,16 +234,14 @@ class RowFlags:
     templates: list[str] = field(default_factory=list)
 
 
-PROTECTED_WORDS = frozenset(
-    {*vocab.COLOURS, *" ".join(vocab.COLOURED_NOUNS + vocab.PLAIN_NOUNS).split(), "left", "right", "forward",
-     "back", "backward", "backwards", "ahead", "around", "clockwise", "counterclockwise", "anticlockwise",
-     "counter-clockwise", "half", "quarter", "other", "stop", "again", "someone", "somebody", "person", "human",
-     *vocab.NUMBER_WORDS}
-)
-
-
 # Single words that name an object or its colour (what a plan copies).
 TARGET_WORDS = frozenset({*vocab.COLOURS, *" ".join(vocab.COLOURED_NOUNS + vocab.PLAIN_NOUNS).split()})
+# Words whose meaning the plan carries: `Sampler.typo` never slips them.
+PROTECTED_WORDS = TARGET_WORDS | frozenset(
+    {"left", "right", "forward", "back", "backward", "backwards", "ahead", "around", "clockwise", "counterclockwise",
+     "anticlockwise", "counter-clockwise", "half", "quarter", "other", "stop", "again", "someone", "somebody",
+     "person", "human", *vocab.NUMBER_WORDS}
+)
 
 
 def _slip(word: str, rng: random.Random) -> str:
@@ -621,11 +619,9 @@ class Sampler:
         if category == "unclear" and rng.random() < 0.4 * (1 - self.p_held_phrase):
             self.flags.templates.append("unclear:<noise>")
             return Exchange(self.frame(self.noise(), "raw"), decline(R.unclear), category)
-        if category in ("shell", "inject", "unclear"):
-            reply = {"shell": R.shell, "inject": R.inject, "unclear": R.unclear}[category]
+        if category in ("shell", "inject", "unclear", "describe"):
+            reply = {"shell": R.shell, "inject": R.inject, "unclear": R.unclear, "describe": R.describe}[category]
             return Exchange(self.frame(self.pick(category), "raw"), decline(reply), category)
-        if category == "describe":
-            return Exchange(self.frame(self.pick("describe"), "raw"), decline(R.describe), category)
         if category in ("greet", "thanks", "help"):
             reply = {"greet": R.greet, "thanks": R.thanks, "help": R.help}[category]
             return Exchange(self.frame(self.pick(category), "raw"), say(reply), category)
@@ -753,8 +749,8 @@ class Sampler:
 _CATEGORY_WEIGHTS: dict[str, float] = {
     "search": 8, "search_question": 2, "goto": 9, "goto_distance": 5, "fetch": 6, "turn": 10, "move": 9, "wait": 3,
     "report": 8, "report_two": 1.5, "come_back": 2, "stop": 3, "compound": 10, "multi_target": 4,
-    "greet": 0.7, "thanks": 0.6, "help": 0.7, "describe": 0.7, "pickup": 2.5, "open": 1.2, "climb": 1.2, "fly": 1, "place": 1.2,
-    "unknown": 3,
+    "greet": 0.7, "thanks": 0.6, "help": 0.7, "describe": 0.7, "pickup": 2.5, "open": 1.2, "climb": 1.2, "fly": 1,
+    "place": 1.2, "unknown": 3,
     "limit_move": 2, "limit_turn": 1.5, "limit_wait": 1, "limit_stop_distance": 1, "limit_compound": 1,
     "speed": 1.5, "shell": 2, "inject": 1.5, "inject_prefix": 2, "harm": 1.5, "unclear": 1.5,
 }
